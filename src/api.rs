@@ -1,0 +1,245 @@
+//! The REST API. `router(supervisor)` builds the routes (tests drive it directly);
+//! [`serve`] runs it on a listener until a shutdown future resolves. Handlers only parse the
+//! request and hand it to the supervisor.
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::manifest::valid_name;
+use crate::supervisor::{Started, Supervisor, SupervisorError, Wait};
+
+/// An API error: a status, a stable machine-readable code and a human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<SupervisorError> for ApiError {
+    fn from(e: SupervisorError) -> Self {
+        use SupervisorError::*;
+        let message = e.to_string();
+        match e {
+            NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", message),
+            NotRunnable { state: "disabled", .. } => ApiError::new(StatusCode::CONFLICT, "plugin_disabled", message),
+            NotRunnable { .. } => ApiError::new(StatusCode::CONFLICT, "plugin_not_runnable", message),
+            InvalidParameters { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameters", message),
+            Overloaded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message),
+            ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
+            ExecutionNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", message),
+            AlreadyFinished(_) => ApiError::new(StatusCode::CONFLICT, "execution_finished", message),
+            Registry(_) | TaskFailed => {
+                // Internal details go to the log, never to the client.
+                tracing::error!(error = %crate::runner::error_chain(&e), "internal error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon log")
+            }
+        }
+    }
+}
+
+/// `Json` whose rejections use our error format.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    let status = r.status();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid_request",
+    };
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+    ApiError::new(status, code, r.body_text())
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", format!("no plugin named {name:?}")))
+    }
+}
+
+fn check_execution_id(id: &str) -> Result<(), ApiError> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", format!("no execution with id {id:?}")))
+    }
+}
+
+type Sup = State<Arc<Supervisor>>;
+type ApiResult = Result<Json<Value>, ApiError>;
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn system(State(s): Sup) -> Json<Value> {
+    Json(s.system())
+}
+
+async fn list_plugins(State(s): Sup) -> Json<Value> {
+    Json(s.list_plugins())
+}
+
+async fn plugin_info(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+    check_name(&name)?;
+    Ok(Json(s.plugin_info(&name)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecuteBody {
+    #[serde(default = "empty_object")]
+    parameters: Value,
+    /// The seed's field: must name the plugin of the path when given.
+    plugin_name: Option<String>,
+    /// `false` returns 202 with the execution id at once.
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn empty_object() -> Value {
+    json!({})
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn execute(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<ExecuteBody>) -> Result<Response, ApiError> {
+    check_name(&name)?;
+    if let Some(given) = &body.plugin_name
+        && given != &name
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "plugin_name_mismatch",
+            format!("plugin_name {given:?} does not match the plugin in the path {name:?}"),
+        ));
+    }
+    let wait = if body.wait { Wait::Result } else { Wait::Detach };
+    match s.execute(&name, body.parameters, wait).await? {
+        Started::Finished(result) => Ok(Json(*result).into_response()),
+        Started::Detached(id) => Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "running"}))).into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableBody {
+    enabled: bool,
+}
+
+async fn enable(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<EnableBody>) -> ApiResult {
+    check_name(&name)?;
+    Ok(Json(s.set_enabled(&name, body.enabled)?))
+}
+
+async fn plugin_stats(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+    check_name(&name)?;
+    Ok(Json(s.plugin_stats(&name)?))
+}
+
+async fn stats(State(s): Sup) -> Json<Value> {
+    Json(s.stats())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecutionQuery {
+    plugin: Option<String>,
+    state: Option<String>,
+}
+
+async fn list_executions(State(s): Sup, Query(q): Query<ExecutionQuery>) -> ApiResult {
+    let running_only = match q.state.as_deref() {
+        None | Some("all") => false,
+        Some("running") => true,
+        Some(other) => {
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("state must be 'running' or 'all', not {other:?}")));
+        }
+    };
+    Ok(Json(s.executions(q.plugin.as_deref(), running_only)))
+}
+
+async fn get_execution(State(s): Sup, Path(id): Path<String>) -> ApiResult {
+    check_execution_id(&id)?;
+    Ok(Json(s.execution(&id)?))
+}
+
+async fn cancel_execution(State(s): Sup, Path(id): Path<String>) -> ApiResult {
+    check_execution_id(&id)?;
+    Ok(Json(s.cancel(&id)?))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+}
+
+/// All routes, in one table.
+pub fn router(supervisor: Arc<Supervisor>) -> Router {
+    let max_body = supervisor.config().api.max_body.0 as usize;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/v1/system", get(system))
+        .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/plugins/{name}", get(plugin_info))
+        .route("/api/v1/plugins/{name}/execute", post(execute))
+        .route("/api/v1/plugins/{name}/enable", put(enable))
+        .route("/api/v1/plugins/{name}/stats", get(plugin_stats))
+        .route("/api/v1/executions", get(list_executions))
+        .route("/api/v1/executions/{id}", get(get_execution).delete(cancel_execution))
+        .route("/api/v1/stats", get(stats))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon log").into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(supervisor)
+}

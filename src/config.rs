@@ -1,0 +1,223 @@
+//! The daemon's configuration: a TOML file (strict), with command-line overrides.
+//! Every default is usable as is from a checkout of the repository.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{DeclaredLimits, ManifestError, parse_error};
+use crate::units::{ByteSize, Span};
+
+pub const DEFAULT_SOCKET: &str = "/run/ironclaw/ironclaw.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("{0}")]
+    Parse(ManifestError),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub plugins_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    /// Enabled/disabled state and, later, workspaces and backups.
+    pub state_dir: PathBuf,
+    pub api: ApiConfig,
+    pub executions: ExecutionConfig,
+    pub runner: RunnerConfig,
+    /// Limits for plugins that declare none.
+    pub default_limits: Limits,
+    /// Upper bounds on what any plugin may declare.
+    pub max_limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The unix socket; set to "" to listen on TCP only.
+    pub socket: PathBuf,
+    /// Octal permission bits of the socket.
+    pub socket_mode: String,
+    /// Group owning the socket (name or number); its members may connect.
+    pub socket_group: Option<String>,
+    /// TCP listener, off unless set. Loopback unless configured otherwise.
+    pub tcp: Option<SocketAddr>,
+    pub max_body: ByteSize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionConfig {
+    /// Executions running at once; more wait in the queue.
+    pub max_concurrent: usize,
+    /// Executions waiting for a slot; more get 429.
+    pub max_queued: usize,
+    /// Grace between SIGTERM and SIGKILL when an execution is stopped.
+    pub kill_grace: Span,
+    /// How long in-flight executions may finish on shutdown.
+    pub shutdown_grace: Span,
+    /// Finished executions kept for `GET /api/v1/executions/{id}`.
+    pub retain: usize,
+    /// How often the fallback monitor samples memory and CPU.
+    pub monitor_interval: Span,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// Executions run as uid/gid `uid_base + slot`, one id per concurrent execution.
+    pub uid_base: u32,
+    /// Extra read-only paths for every plugin (e.g. an interpreter outside /usr).
+    pub extra_read_paths: Vec<PathBuf>,
+}
+
+/// Effective limits of an execution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory: ByteSize,
+    pub cpu: f64,
+    pub cpu_time: Span,
+    pub timeout: Span,
+    pub pids: u64,
+    pub output: ByteSize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            plugins_dir: PathBuf::from("plugins"),
+            policies_dir: PathBuf::from("policies"),
+            state_dir: PathBuf::from(".ironclaw-state"),
+            api: ApiConfig::default(),
+            executions: ExecutionConfig::default(),
+            runner: RunnerConfig::default(),
+            default_limits: Limits {
+                memory: ByteSize(256 << 20),
+                cpu: 1.0,
+                cpu_time: Span(Duration::from_secs(30)),
+                timeout: Span(Duration::from_secs(30)),
+                pids: 32,
+                output: ByteSize(1 << 20),
+            },
+            max_limits: Limits {
+                memory: ByteSize(2 << 30),
+                cpu: 2.0,
+                cpu_time: Span(Duration::from_secs(300)),
+                timeout: Span(Duration::from_secs(300)),
+                pids: 512,
+                output: ByteSize(16 << 20),
+            },
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: "0660".into(),
+            socket_group: None,
+            tcp: None,
+            max_body: ByteSize(1 << 20),
+        }
+    }
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            max_concurrent: 16,
+            max_queued: 64,
+            kill_grace: Span(Duration::from_millis(500)),
+            shutdown_grace: Span(Duration::from_secs(10)),
+            retain: 1000,
+            monitor_interval: Span(Duration::from_millis(10)),
+        }
+    }
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        RunnerConfig { uid_base: 2_100_000_000, extra_read_paths: Vec::new() }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(parse_error(path, &text, &e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.executions.max_concurrent == 0 {
+            return invalid("executions.max_concurrent must be at least 1".into());
+        }
+        if self.runner.uid_base == 0 || self.runner.uid_base.checked_add(self.executions.max_concurrent as u32).is_none() {
+            return invalid("runner.uid_base must be non-zero and leave room for max_concurrent ids".into());
+        }
+        if u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).is_err() {
+            return invalid(format!("api.socket_mode {:?} is not an octal mode", self.api.socket_mode));
+        }
+        if self.api.socket.as_os_str().is_empty() && self.api.tcp.is_none() {
+            return invalid("nothing to listen on: set api.socket or api.tcp".into());
+        }
+        Ok(())
+    }
+
+    pub fn socket_mode(&self) -> u32 {
+        u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
+    }
+
+    /// The effective limits of a plugin: its declaration, or the default, bounded by the caps.
+    pub fn effective_limits(&self, declared: &DeclaredLimits) -> Limits {
+        let (d, max) = (&self.default_limits, &self.max_limits);
+        let timeout = declared.timeout.unwrap_or(d.timeout).min(max.timeout);
+        Limits {
+            memory: declared.memory.unwrap_or(d.memory).min(max.memory),
+            cpu: declared.cpu.unwrap_or(d.cpu).min(max.cpu),
+            // Without a declaration, CPU time is bounded by the wall clock anyway.
+            cpu_time: declared.cpu_time.unwrap_or(timeout).min(max.cpu_time),
+            timeout,
+            pids: declared.pids.unwrap_or(d.pids).min(max.pids),
+            output: declared.output.unwrap_or(d.output).min(max.output),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_limits_are_capped() {
+        let config = Config::default();
+        let declared = DeclaredLimits { memory: Some(ByteSize(64 << 30)), pids: Some(4), ..Default::default() };
+        let l = config.effective_limits(&declared);
+        assert_eq!(l.memory, config.max_limits.memory);
+        assert_eq!(l.pids, 4);
+        assert_eq!(l.timeout, config.default_limits.timeout);
+    }
+
+    #[test]
+    fn strict_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[api]\nsocket = \"/tmp/x.sock\"\nport = 1\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("c.toml:3:1") && err.contains("unknown field `port`"), "{err}");
+        std::fs::write(&path, "[executions]\nmax_concurrent = 0\n").unwrap();
+        assert!(Config::load(&path).unwrap_err().to_string().contains("max_concurrent"));
+    }
+}

@@ -1,0 +1,157 @@
+//! `ironclawd`: start-up, listeners and graceful shutdown.
+#![forbid(unsafe_code)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::config::Config;
+use crate::policy::PolicySet;
+use crate::registry::Registry;
+use crate::supervisor::{self, Supervisor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("failed to create the state directory {0}")]
+    StateDir(PathBuf, #[source] std::io::Error),
+    #[error("failed to load the policies")]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("failed to discover plugins")]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("failed to prepare the cgroup subtree")]
+    Cgroup(#[from] supervisor::cgroup::CgroupError),
+    #[error("another daemon is already listening on {0}")]
+    SocketInUse(PathBuf),
+    #[error("failed to bind {0}")]
+    Bind(String, #[source] std::io::Error),
+    #[error("unknown group {0:?} for the socket")]
+    Group(String),
+    #[error("failed to set the owner or mode of {0}")]
+    SocketPermissions(PathBuf, #[source] std::io::Error),
+    #[error("failed to serve the API")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Loads everything, binds the listeners and serves until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| DaemonError::StateDir(config.state_dir.clone(), e))?;
+    let (host, cgroups) = supervisor::probe_host();
+    if let Some(root) = &cgroups {
+        let removed = root.prepare()?;
+        if removed > 0 {
+            tracing::warn!(removed, "removed execution cgroups left by a previous daemon");
+        }
+    }
+    let policy = PolicySet::load(&config.policies_dir)?;
+    let api_version = semver::Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("semver");
+    let registry = Registry::discover(&config.plugins_dir, &config.state_dir, &api_version)?;
+    tracing::info!(
+        kernel = %host.kernel,
+        landlock_abi = ?host.landlock_abi,
+        seccomp = host.seccomp,
+        namespaces = ?host.namespaces,
+        resources = ?host.resource_backend(),
+        cgroup_reason = host.cgroup_v2.reason.as_deref(),
+        "host capabilities"
+    );
+    match policy.requirements.check_host(&host) {
+        Ok(()) => tracing::info!(require = ?policy.requirements.layers, "policy requirements are met"),
+        Err(reason) => tracing::error!(%reason, "policy requirements are NOT met: every execution will be refused"),
+    }
+    let enabled = registry.plugins.values().filter(|e| e.state == crate::registry::PluginState::Enabled).count();
+    tracing::info!(plugins = registry.plugins.len(), enabled, "plugins loaded");
+
+    let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, registry);
+    let router = crate::api::router(supervisor.clone());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    let socket = (!config.api.socket.as_os_str().is_empty()).then(|| config.api.socket.clone());
+    if let Some(path) = &socket {
+        let listener = bind_unix(path, &config)?;
+        tracing::info!(socket = %path.display(), "listening");
+        let app = router.clone();
+        let shutdown = stopped();
+        servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    }
+    if let Some(addr) = config.api.tcp {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the TCP API listens beyond loopback");
+        }
+        let listener = TcpListener::bind(addr).await.map_err(|e| DaemonError::Bind(addr.to_string(), e))?;
+        tracing::info!(%addr, "listening");
+        let app = router.clone();
+        let shutdown = stopped();
+        servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new executions, waiting for in-flight ones");
+    let _ = stop_tx.send(true);
+    supervisor.shutdown(config.executions.shutdown_grace.0).await;
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!(error = %e, "server error");
+        }
+    }
+    if let Some(path) = socket {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Binds the unix socket: refuses to steal a live daemon's socket, removes a stale one, and
+/// sets the configured mode and group.
+fn bind_unix(path: &Path, config: &Config) -> Result<UnixListener, DaemonError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| DaemonError::Bind(path.display().to_string(), e))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::SocketInUse(path.to_path_buf()));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Bind(path.display().to_string(), e))?;
+    if let Some(group) = &config.api.socket_group {
+        let gid = match group.parse::<u32>() {
+            Ok(gid) => nix::unistd::Gid::from_raw(gid),
+            Err(_) => nix::unistd::Group::from_name(group).ok().flatten().ok_or_else(|| DaemonError::Group(group.clone()))?.gid,
+        };
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| DaemonError::SocketPermissions(path.to_path_buf(), e.into()))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(config.socket_mode()))
+        .map_err(|e| DaemonError::SocketPermissions(path.to_path_buf(), e))?;
+    Ok(listener)
+}
+
+/// Sets up tracing: `RUST_LOG`-style filter, text or JSON lines on stderr.
+pub fn init_tracing(json: bool, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IRONCLAW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+

@@ -1,0 +1,375 @@
+//! Plugin discovery, API compatibility, dependency resolution and enable/disable state.
+//!
+//! A broken plugin never stops the others: each folder becomes an entry with a state and a
+//! reason, and only `enabled` entries run.
+#![forbid(unsafe_code)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use semver::Version;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{MANIFEST_FILE, Manifest, Runtime};
+
+const ENABLED_STATE_FILE: &str = "enabled.json";
+const EVENTS_KEPT: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("failed to read the plugins directory {0}")]
+    ReadDir(PathBuf, #[source] std::io::Error),
+    #[error("failed to read the enabled-state file {0}")]
+    ReadState(PathBuf, #[source] std::io::Error),
+    #[error("the enabled-state file {0} is malformed")]
+    ParseState(PathBuf, #[source] serde_json::Error),
+    #[error("failed to persist the enabled state to {0}")]
+    WriteState(PathBuf, #[source] std::io::Error),
+    #[error("no plugin named '{0}'")]
+    NotFound(String),
+}
+
+/// One loaded, validated plugin version. Immutable: executions hold an `Arc` of it.
+#[derive(Debug)]
+pub struct LoadedPlugin {
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub validator: jsonschema::Validator,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginState {
+    Enabled,
+    Disabled,
+    /// The manifest or its artifact is broken.
+    Invalid,
+    /// The plugin needs another plugin API version.
+    Incompatible,
+    /// A dependency is missing, incompatible, cyclic or itself not runnable.
+    Unresolved,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleEventKind {
+    OnLoad,
+    OnUnload,
+    OnError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LifecycleEvent {
+    pub event: LifecycleEventKind,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+pub struct PluginEntry {
+    pub name: String,
+    pub dir: PathBuf,
+    pub plugin: Option<Arc<LoadedPlugin>>,
+    pub state: PluginState,
+    pub reason: Option<String>,
+    pub events: VecDeque<LifecycleEvent>,
+}
+
+impl PluginEntry {
+    pub fn record(&mut self, event: LifecycleEventKind, detail: impl Into<String>) {
+        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if self.events.len() == EVENTS_KEPT {
+            self.events.pop_front();
+        }
+        self.events.push_back(LifecycleEvent { event, at, detail: detail.into() });
+    }
+}
+
+#[derive(Debug)]
+pub struct Registry {
+    pub plugins: BTreeMap<String, PluginEntry>,
+    disabled: BTreeMap<String, bool>,
+    state_file: PathBuf,
+}
+
+/// Loads one plugin folder: manifest, artifact presence, schema.
+fn load_plugin(dir: &Path) -> Result<LoadedPlugin, String> {
+    let manifest = Manifest::load(dir).map_err(|e| e.to_string())?;
+    match &manifest.runtime {
+        Runtime::Native { library } => {
+            let path = dir.join(library);
+            if !path.is_file() {
+                return Err(format!(
+                    "{}: native library {} not found (build the plugins first: `make plugins`)",
+                    dir.join(MANIFEST_FILE).display(),
+                    path.display()
+                ));
+            }
+        }
+        Runtime::Exec { command } if command[0].contains('/') => {
+            if !dir.join(&command[0]).is_file() {
+                return Err(format!("{}: command {} not found in the plugin folder", dir.join(MANIFEST_FILE).display(), command[0]));
+            }
+        }
+        Runtime::Exec { .. } => {}
+    }
+    let validator = jsonschema::validator_for(&manifest.parameters)
+        .map_err(|e| format!("{}: field `parameters`: {e}", dir.join(MANIFEST_FILE).display()))?;
+    Ok(LoadedPlugin { manifest, dir: dir.to_path_buf(), validator })
+}
+
+impl Registry {
+    /// Scans `plugins_dir` (one plugin per sub-folder holding a `plugin.toml`) and resolves
+    /// every plugin. Only an unreadable directory or state file is an error.
+    pub fn discover(plugins_dir: &Path, state_dir: &Path, api_version: &Version) -> Result<Self, RegistryError> {
+        let state_file = state_dir.join(ENABLED_STATE_FILE);
+        let disabled = match std::fs::read(&state_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| RegistryError::ParseState(state_file.clone(), e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(RegistryError::ReadState(state_file, e)),
+        };
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(plugins_dir)
+            .map_err(|e| RegistryError::ReadDir(plugins_dir.to_path_buf(), e))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_dir() && p.join(MANIFEST_FILE).is_file())
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        dirs.sort();
+
+        let mut plugins = BTreeMap::new();
+        for dir in dirs {
+            let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let (name, plugin, reason) = match load_plugin(&dir) {
+                Ok(p) => (p.manifest.name.clone(), Some(Arc::new(p)), None),
+                Err(reason) => (folder, None, Some(reason)),
+            };
+            let mut entry = PluginEntry {
+                name: name.clone(),
+                dir: dir.clone(),
+                state: if plugin.is_some() { PluginState::Enabled } else { PluginState::Invalid },
+                plugin,
+                reason,
+                events: VecDeque::new(),
+            };
+            if let Some(existing) = plugins.get(&name) {
+                let existing: &PluginEntry = existing;
+                entry.plugin = None;
+                entry.state = PluginState::Invalid;
+                entry.reason = Some(format!("duplicate plugin name '{name}', already provided by {}", existing.dir.display()));
+                let key = format!("{name}@{}", dir.display());
+                tracing::error!(plugin = %name, dir = %dir.display(), "duplicate plugin name");
+                plugins.insert(key, entry);
+                continue;
+            }
+            plugins.insert(name, entry);
+        }
+        let mut registry = Registry { plugins, disabled, state_file };
+        registry.resolve(api_version);
+        for entry in registry.plugins.values_mut() {
+            match (&entry.plugin, entry.state) {
+                (Some(p), _) => {
+                    let detail = format!("version {} ({})", p.manifest.version, entry.state_label());
+                    tracing::info!(plugin = %entry.name, state = ?entry.state, reason = entry.reason.as_deref(), "on_load");
+                    entry.record(LifecycleEventKind::OnLoad, detail);
+                }
+                (None, _) => tracing::error!(plugin = %entry.name, reason = entry.reason.as_deref(), "plugin not loaded"),
+            }
+        }
+        Ok(registry)
+    }
+
+    /// Recomputes every state: API compatibility, then dependencies, then enabled/disabled.
+    fn resolve(&mut self, api_version: &Version) {
+        let mut problems: HashMap<String, (PluginState, String)> = HashMap::new();
+        for (name, entry) in &self.plugins {
+            if let Some(p) = &entry.plugin
+                && !p.manifest.api.matches(api_version)
+            {
+                let reason = format!("requires plugin API {}, this daemon provides {api_version}", p.manifest.api);
+                problems.insert(name.clone(), (PluginState::Incompatible, reason));
+            }
+        }
+        let names: Vec<String> = self.plugins.keys().cloned().collect();
+        for name in &names {
+            let mut path = Vec::new();
+            if let Err(reason) = self.check_dependencies(name, &mut path, &mut problems)
+                && !problems.contains_key(name)
+            {
+                problems.insert(name.clone(), (PluginState::Unresolved, reason));
+            }
+        }
+        for (name, entry) in self.plugins.iter_mut() {
+            if entry.plugin.is_none() {
+                continue;
+            }
+            (entry.state, entry.reason) = match problems.remove(name) {
+                Some((state, reason)) => (state, Some(reason)),
+                None if self.disabled.get(name) == Some(&true) => (PluginState::Disabled, Some("disabled by an admin".into())),
+                None => (PluginState::Enabled, None),
+            };
+        }
+    }
+
+    /// Depth-first check of `name`'s dependencies; `path` detects cycles.
+    fn check_dependencies(
+        &self,
+        name: &str,
+        path: &mut Vec<String>,
+        problems: &mut HashMap<String, (PluginState, String)>,
+    ) -> Result<(), String> {
+        if let Some(start) = path.iter().position(|p| p == name) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(name.to_string());
+            return Err(format!("dependency cycle: {}", cycle.join(" -> ")));
+        }
+        let Some(entry) = self.plugins.get(name) else {
+            return Err(format!("dependency '{name}' is not installed"));
+        };
+        let Some(plugin) = &entry.plugin else {
+            return Err(format!("dependency '{name}' failed to load: {}", entry.reason.as_deref().unwrap_or("unknown")));
+        };
+        if let Some((_, reason)) = problems.get(name).filter(|_| !path.is_empty()) {
+            return Err(format!("dependency '{name}' is not runnable: {reason}"));
+        }
+        path.push(name.to_string());
+        for (dep, req) in &plugin.manifest.dependencies {
+            let found = self.plugins.get(dep).and_then(|e| e.plugin.as_ref()).map(|p| &p.manifest.version);
+            let result = match found {
+                Some(v) if !req.matches(v) => Err(format!("dependency '{dep}' requires {req}, found {v}")),
+                _ => self.check_dependencies(dep, path, problems),
+            };
+            if let Err(reason) = result {
+                path.pop();
+                return Err(if path.is_empty() || reason.starts_with("dependency cycle") {
+                    reason
+                } else {
+                    format!("dependency '{name}' is not runnable: {reason}")
+                });
+            }
+        }
+        path.pop();
+        Ok(())
+    }
+
+    /// Enables or disables a plugin without unloading it, and persists the choice.
+    pub fn set_enabled(&mut self, name: &str, enabled: bool, api_version: &Version) -> Result<PluginState, RegistryError> {
+        if !self.plugins.contains_key(name) {
+            return Err(RegistryError::NotFound(name.to_string()));
+        }
+        if enabled {
+            self.disabled.remove(name);
+        } else {
+            self.disabled.insert(name.to_string(), true);
+        }
+        self.persist()?;
+        self.resolve(api_version);
+        Ok(self.plugins[name].state)
+    }
+
+    fn persist(&self) -> Result<(), RegistryError> {
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = self.state_file.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = self.state_file.with_extension("json.tmp");
+            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.disabled)?)?;
+            std::fs::rename(&tmp, &self.state_file)
+        };
+        write().map_err(|e| RegistryError::WriteState(self.state_file.clone(), e))
+    }
+}
+
+impl PluginEntry {
+    pub fn state_label(&self) -> &'static str {
+        match self.state {
+            PluginState::Enabled => "enabled",
+            PluginState::Disabled => "disabled",
+            PluginState::Invalid => "invalid",
+            PluginState::Incompatible => "incompatible",
+            PluginState::Unresolved => "unresolved",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_plugin(root: &Path, name: &str, version: &str, api: &str, deps: &[(&str, &str)]) {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let deps: String = deps.iter().map(|(n, r)| format!("{n} = \"{r}\"\n")).collect();
+        std::fs::write(
+            dir.join(MANIFEST_FILE),
+            format!(
+                "name = \"{name}\"\nversion = \"{version}\"\ndescription = \"d\"\napi = \"{api}\"\n\
+                 [runtime]\ntype = \"exec\"\ncommand = [\"true\"]\n[dependencies]\n{deps}[parameters]\ntype = \"object\"\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn discover(root: &Path, state: &Path) -> Registry {
+        Registry::discover(root, state, &Version::new(1, 0, 0)).unwrap()
+    }
+
+    fn state(r: &Registry, name: &str) -> (PluginState, String) {
+        let e = &r.plugins[name];
+        (e.state, e.reason.clone().unwrap_or_default())
+    }
+
+    #[test]
+    fn api_compatibility_and_dependencies() {
+        let root = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        let p = root.path();
+        write_plugin(p, "base", "1.4.0", "^1", &[]);
+        write_plugin(p, "good", "1.0.0", "^1", &[("base", "^1.2")]);
+        write_plugin(p, "future", "1.0.0", "^2", &[]);
+        write_plugin(p, "needs-future", "1.0.0", "^1", &[("future", "*")]);
+        write_plugin(p, "too-new", "1.0.0", "^1", &[("base", "^2")]);
+        write_plugin(p, "orphan", "1.0.0", "^1", &[("ghost", "*")]);
+        write_plugin(p, "cycle-a", "1.0.0", "^1", &[("cycle-b", "*")]);
+        write_plugin(p, "cycle-b", "1.0.0", "^1", &[("cycle-a", "*")]);
+        write_plugin(p, "on-cycle", "1.0.0", "^1", &[("cycle-a", "*")]);
+        std::fs::create_dir_all(p.join("broken")).unwrap();
+        std::fs::write(p.join("broken").join(MANIFEST_FILE), "name = 3").unwrap();
+
+        let r = discover(p, state_dir.path());
+        assert_eq!(state(&r, "good").0, PluginState::Enabled);
+        assert_eq!(state(&r, "base").0, PluginState::Enabled);
+        let (s, why) = state(&r, "future");
+        assert_eq!(s, PluginState::Incompatible);
+        assert!(why.contains("requires plugin API ^2"), "{why}");
+        let (s, why) = state(&r, "needs-future");
+        assert_eq!(s, PluginState::Unresolved);
+        assert!(why.contains("dependency 'future' is not runnable"), "{why}");
+        assert_eq!(state(&r, "too-new"), (PluginState::Unresolved, "dependency 'base' requires ^2, found 1.4.0".into()));
+        assert_eq!(state(&r, "orphan"), (PluginState::Unresolved, "dependency 'ghost' is not installed".into()));
+        let (s, why) = state(&r, "cycle-a");
+        assert_eq!(s, PluginState::Unresolved);
+        assert_eq!(why, "dependency cycle: cycle-a -> cycle-b -> cycle-a");
+        assert!(state(&r, "on-cycle").1.contains("dependency cycle"));
+        let (s, why) = state(&r, "broken");
+        assert_eq!(s, PluginState::Invalid);
+        assert!(why.contains("plugin.toml:1:"), "{why}");
+    }
+
+    #[test]
+    fn enabled_state_persists_across_restarts() {
+        let root = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        write_plugin(root.path(), "one", "1.0.0", "^1", &[]);
+        let mut r = discover(root.path(), state_dir.path());
+        let v = Version::new(1, 0, 0);
+        assert_eq!(r.set_enabled("one", false, &v).unwrap(), PluginState::Disabled);
+        assert!(matches!(r.set_enabled("nope", false, &v), Err(RegistryError::NotFound(_))));
+        let r = discover(root.path(), state_dir.path());
+        assert_eq!(state(&r, "one").0, PluginState::Disabled);
+        assert!(r.plugins["one"].plugin.is_some(), "a disabled plugin stays loaded");
+    }
+}

@@ -1,0 +1,133 @@
+//! The runner: the entry point of the re-exec'd, single-threaded process that confines itself
+//! and then runs exactly one plugin execution.
+//!
+//! The daemon starts it as `/proc/self/exe __runner`, with an empty environment, the socketpair
+//! as stdin and pipes as stdout and stderr. It never starts a thread or an async runtime.
+
+use std::error::Error;
+use std::ffi::CString;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{AtFlags, OFlag};
+
+use crate::ipc::{self, RunnerMessage, RuntimeSpec};
+use crate::sandbox::{self, Confinement, IPC_FD};
+
+/// The argument that turns `ironclawd` into a runner.
+pub const RUNNER_ARG: &str = "__runner";
+/// Exit status of a runner that failed before any plugin code ran.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// Where a plugin that names a bare command finds it, unless its environment says otherwise.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// "message: cause: cause", for reporting across the process boundary.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn fail(ipc: &UnixStream, stage: &str, message: String) -> ! {
+    let _ = ipc::write_frame(ipc, &RunnerMessage::SetupFailed { stage: stage.into(), message });
+    std::process::exit(EXIT_SETUP_FAILED)
+}
+
+/// Takes the socketpair from stdin to [`IPC_FD`], close-on-exec so exec'd plugins never hold it,
+/// and puts `/dev/null` on stdin.
+fn take_ipc() -> std::io::Result<UnixStream> {
+    // SAFETY: fd 0 is the socketpair the daemon passed as stdin; nothing else owns it.
+    let stdin = unsafe { OwnedFd::from_raw_fd(0) };
+    // SAFETY: IPC_FD is free: the daemon passes only stdio, so nothing in this process owns fd 3.
+    let mut target = unsafe { OwnedFd::from_raw_fd(IPC_FD) };
+    nix::unistd::dup3(&stdin, &mut target, OFlag::O_CLOEXEC)?;
+    let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())?;
+    let mut stdin = stdin;
+    nix::unistd::dup2(&null, &mut stdin)?;
+    std::mem::forget(stdin); // fd 0 stays open as /dev/null
+    Ok(UnixStream::from(target))
+}
+
+/// The runner's `main`.
+pub fn main() -> ! {
+    let ipc = match take_ipc() {
+        Ok(ipc) => ipc,
+        Err(e) => {
+            eprintln!("ironclaw runner: cannot take the IPC socket: {e}");
+            std::process::exit(EXIT_SETUP_FAILED)
+        }
+    };
+    let confinement = match sandbox::confine(&ipc) {
+        Ok(c) => c,
+        Err(e) => fail(&ipc, e.stage(), error_chain(&e)),
+    };
+    let Confinement { spec, layers, entry, .. } = confinement;
+    if let Err(reason) = spec.requirements.check_applied(&layers, spec.resources) {
+        fail(&ipc, "requirements", reason);
+    }
+    if ipc::write_frame(&ipc, &RunnerMessage::Confined { layers }).is_err() {
+        std::process::exit(EXIT_SETUP_FAILED);
+    }
+    match &spec.runtime {
+        RuntimeSpec::Native { .. } => {
+            let library = entry.expect("confine opens the native library");
+            match crate::plugin_host::invoke(&library, spec.request.as_bytes()) {
+                Ok(body) => {
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let sent = ipc::write_frame(&ipc, &RunnerMessage::Response { body });
+                    std::process::exit(if sent.is_ok() { 0 } else { EXIT_SETUP_FAILED })
+                }
+                Err(e) => fail(&ipc, "load", error_chain(&e)),
+            }
+        }
+        RuntimeSpec::Exec { argv } => {
+            let e = exec_plugin(argv, &spec.env, entry, spec.request.as_bytes());
+            fail(&ipc, "exec", e)
+        }
+    }
+}
+
+/// Replaces the runner with the exec plugin: the request on stdin (a memfd, so any size fits),
+/// only the declared environment. Returns only on failure.
+fn exec_plugin(argv: &[String], env: &[(String, String)], entry: Option<OwnedFd>, request: &[u8]) -> String {
+    let prepared = (|| -> Result<(Vec<CString>, Vec<CString>), String> {
+        let memfd = nix::sys::memfd::memfd_create("request", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| format!("cannot create the request memfd: {e}"))?;
+        nix::unistd::write(&memfd, request).map_err(|e| format!("cannot write the request: {e}"))?;
+        nix::unistd::lseek(memfd.as_fd(), 0, nix::unistd::Whence::SeekSet).map_err(|e| e.to_string())?;
+        // SAFETY: fd 0 is /dev/null, owned by this process and by no Rust object.
+        let mut stdin = unsafe { OwnedFd::from_raw_fd(0) };
+        nix::unistd::dup2(&memfd, &mut stdin).map_err(|e| format!("cannot set stdin: {e}"))?;
+        std::mem::forget(stdin);
+        let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
+        let argv = argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+        let envp = env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
+        Ok((argv, envp))
+    })();
+    let (c_argv, c_envp) = match prepared {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if let Some(fd) = entry {
+        let err = nix::unistd::execveat(&fd, c"", &c_argv, &c_envp, AtFlags::AT_EMPTY_PATH).unwrap_err();
+        return format!("cannot execute {}: {err}", argv[0]);
+    }
+    let search = env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let mut last = nix::errno::Errno::ENOENT;
+    for dir in search.split(':').filter(|d| d.starts_with('/')) {
+        let Ok(path) = CString::new(Path::new(dir).join(&argv[0]).into_os_string().into_encoded_bytes()) else {
+            continue;
+        };
+        let err = nix::unistd::execve(&path, &c_argv, &c_envp).unwrap_err();
+        if err != nix::errno::Errno::ENOENT {
+            last = err;
+        }
+    }
+    format!("cannot execute {}: {last}", argv[0])
+}

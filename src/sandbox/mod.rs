@@ -1,0 +1,183 @@
+//! The runner's confinement: every layer, applied in one ordered function, [`confine`].
+//!
+//! This is the only part of Ironclaw, with `plugin_host`, that may use `unsafe`, and it runs only
+//! in the runner: a fresh, single-threaded re-exec of our own binary. Nothing here runs in the
+//! multithreaded daemon.
+
+pub mod identity;
+pub mod landlock;
+pub mod namespaces;
+pub mod rlimits;
+pub mod seccomp;
+pub mod sys;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+
+use crate::ipc::{self, RunnerMessage, RunnerSpec, RuntimeSpec};
+use crate::layers::{AppliedLayers, NAMESPACES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("failed to start a new session")]
+    Session(#[source] nix::Error),
+    #[error("failed to set the parent-death signal")]
+    DeathSignal(#[source] nix::Error),
+    #[error("failed to close inherited descriptors")]
+    CloseFds(#[source] std::io::Error),
+    #[error(transparent)]
+    Namespaces(#[from] namespaces::NamespaceError),
+    #[error("failed to receive the execution spec")]
+    Spec(#[source] ipc::IpcError),
+    #[error(transparent)]
+    Rlimits(#[from] rlimits::RlimitError),
+    #[error("failed to open {path}")]
+    Open {
+        path: String,
+        #[source]
+        err: nix::Error,
+    },
+    #[error(transparent)]
+    Landlock(#[from] landlock::LandlockError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error("the outer runner exited during set-up")]
+    OuterGone,
+    #[error("failed to set no_new_privs")]
+    NoNewPrivs(#[source] nix::Error),
+}
+
+impl SandboxError {
+    /// The stage name reported to the daemon.
+    pub fn stage(&self) -> &'static str {
+        match self {
+            SandboxError::Session(_) | SandboxError::DeathSignal(_) | SandboxError::CloseFds(_) => "process",
+            SandboxError::Namespaces(_) => "namespaces",
+            SandboxError::Spec(_) => "spec",
+            SandboxError::Rlimits(_) => "rlimits",
+            SandboxError::Open { .. } => "open_plugin",
+            SandboxError::Landlock(_) => "landlock",
+            SandboxError::Seccomp(_) => "seccomp",
+            SandboxError::Identity(_) | SandboxError::OuterGone => "identity",
+            SandboxError::NoNewPrivs(_) => "no_new_privs",
+        }
+    }
+}
+
+/// What a confined runner holds once every layer is in place.
+pub struct Confinement {
+    pub spec: RunnerSpec,
+    pub layers: AppliedLayers,
+    /// The plugin folder (`O_PATH`), already the working directory.
+    pub plugin_dir: OwnedFd,
+    /// The native library, or the exec entry when `argv[0]` names a file in the plugin folder.
+    pub entry: Option<OwnedFd>,
+}
+
+/// The descriptor the daemon's socketpair lives on in the runner.
+pub const IPC_FD: i32 = 3;
+
+/// Applies every layer, in order, to the calling single-threaded runner. Returns only in the
+/// confined (inner) runner, with no privilege left; the outer runner never returns from step 2.
+///
+/// The order matters, and each step says why it stands where it does.
+pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
+    sys::assert_single_threaded();
+
+    // 1. Process hygiene. A new session has no controlling terminal, so TIOCSTI has no target.
+    //    Die with the daemon. Close every inherited descriptor but stdio and the IPC socket.
+    nix::unistd::setsid().map_err(SandboxError::Session)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
+    sys::close_fds_from(IPC_FD + 1).map_err(SandboxError::CloseFds)?;
+
+    // 2. Namespaces: pid, net, mount, ipc, uts. This forks: the outer runner stays in the
+    //    daemon's namespaces and announces the inner runner's pid, which is the first frame the
+    //    daemon reads (the daemon moves both into the execution's cgroup before it answers).
+    //    Then a private mount tree, a fresh /proc, loopback up. Nothing here depends on the
+    //    plugin, so a pre-started runner can wait after this step.
+    let outer = namespaces::enter(|pid| {
+        let _ = ipc::write_frame(ipc, &RunnerMessage::Spawned { pid });
+    })?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
+    namespaces::populate()?;
+
+    // 3. The spec. The daemon sends it once the runner is in its cgroup.
+    let spec: RunnerSpec = ipc::read_frame(ipc).map_err(SandboxError::Spec)?;
+
+    // 4. rlimits, while we may still set any value.
+    rlimits::apply(&spec.rlimits)?;
+
+    // 5. Open what the plugin needs while root can still traverse to it (the plugin folder may
+    //    sit under a 0700 home). After the drop, the plugin reaches its files through these
+    //    descriptors only. Compile the seccomp filters now too: it allocates, and nothing
+    //    after the drop should be able to fail for lack of memory halfway.
+    let plugin_dir = open_path(&spec.plugin_dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
+    let entry = open_entry(&plugin_dir, &spec.runtime)?;
+    let grants = landlock::Grants::open(&plugin_dir, &spec.read_paths)?;
+    let filters = seccomp::compile()?;
+    nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
+
+    // 6. Identity: no capabilities in any set, no groups, the execution's own uid and gid.
+    identity::drop_to(spec.uid, spec.gid)?;
+
+    // 7. Changing credentials cleared the parent-death signal: set it again, then make sure the
+    //    outer runner did not die in between (the signal would have been missed).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
+    if !outer.outer_alive() {
+        return Err(SandboxError::OuterGone);
+    }
+    drop(outer);
+
+    // 8. Landlock: read-only system libraries and the plugin folder; no TCP; signals and
+    //    abstract sockets scoped to the sandbox. This also sets no_new_privs.
+    let landlock = landlock::restrict(grants)?;
+
+    // 9. no_new_privs, explicitly: it must hold even where Landlock is absent, and seccomp
+    //    needs it to be installed without privilege.
+    nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+    let no_new_privs = nix::sys::prctl::get_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+
+    // 10. Default signal dispositions for the plugin.
+    sys::reset_signals();
+
+    // 11. seccomp, last: from here on, only allowlisted syscalls work. No plugin code (not
+    //     even a native library's constructors) has run before this line.
+    seccomp::install(&filters)?;
+
+    let layers = AppliedLayers {
+        namespaces: NAMESPACES.iter().map(|n| n.to_string()).collect(),
+        landlock,
+        seccomp: true,
+        no_new_privs,
+        capabilities_dropped: true,
+        uid: spec.uid,
+        gid: spec.gid,
+    };
+    Ok(Confinement { spec, layers, plugin_dir, entry })
+}
+
+fn open_path(path: &Path, flags: OFlag) -> Result<OwnedFd, SandboxError> {
+    open(path, flags, Mode::empty()).map_err(|err| SandboxError::Open { path: path.display().to_string(), err })
+}
+
+/// Opens the native library, or the exec entry when it is a file of the plugin folder. The
+/// exec entry stays open across exec (no CLOEXEC) so that a script's interpreter can read it.
+fn open_entry(plugin_dir: &OwnedFd, runtime: &RuntimeSpec) -> Result<Option<OwnedFd>, SandboxError> {
+    let (path, flags) = match runtime {
+        RuntimeSpec::Native { library } => (library.as_path(), OFlag::O_RDONLY | OFlag::O_CLOEXEC),
+        RuntimeSpec::Exec { argv } if argv.first().is_some_and(|a| a.contains('/')) => {
+            (Path::new(argv[0].as_str()), OFlag::O_RDONLY)
+        }
+        RuntimeSpec::Exec { .. } => return Ok(None),
+    };
+    let fd = openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty())
+        .map_err(|err| SandboxError::Open { path: path.display().to_string(), err })?;
+    Ok(Some(fd))
+}

@@ -1,0 +1,161 @@
+//! Thin wrappers over the system calls that `nix` does not offer safely.
+//! Every `unsafe` block of the daemon side lives here or in `plugin_host`.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// Closes every descriptor from `first` upwards.
+pub fn close_fds_from(first: RawFd) -> io::Result<()> {
+    close_range(first, RawFd::MAX)
+}
+
+/// Closes every descriptor from 3 upwards except `keep`.
+pub fn close_fds_except(keep: RawFd) -> io::Result<()> {
+    if keep > 3 {
+        close_range(3, keep - 1)?;
+    }
+    close_range(keep.max(2) + 1, RawFd::MAX)
+}
+
+fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
+    // SAFETY: close_range only closes descriptors. Callers own no Rust object wrapping a
+    // descriptor in the range (the runner calls this before it opens anything of its own, and
+    // the outer runner keeps exactly the one descriptor it still uses).
+    check(unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) })?;
+    Ok(())
+}
+
+/// `pidfd_open(2)`: a descriptor that names `pid` for as long as it is held, immune to pid reuse.
+pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor or -1.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Registers a pidfd with tokio's reactor: it becomes readable when the process exits.
+pub fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: `OwnedFd` owns its descriptor and moves into the AsyncFd, so the descriptor stays
+    // open and the same for the AsyncFd's whole life, and `as_raw_fd` always returns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// `pidfd_send_signal(2)`. ESRCH (already gone) is not an error.
+pub fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: the descriptor is borrowed and valid for the call; the info pointer may be null.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
+    };
+    match check(ret) {
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+/// How a reaped process ended, with its resource usage (its own and its reaped descendants').
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub cpu_time_ms: u64,
+    pub max_rss_bytes: u64,
+}
+
+/// `wait4(2)` with WNOHANG: `Ok(None)` while the process is still running.
+pub fn try_reap(pid: libc::pid_t) -> io::Result<Option<Reaped>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both out pointers point to live locals of the right types.
+    let ret = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG | libc::__WALL, &mut usage) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if ret == 0 {
+        return Ok(None);
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    Ok(Some(Reaped {
+        exit_code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        cpu_time_ms: ms(usage.ru_utime) + ms(usage.ru_stime),
+        max_rss_bytes: usage.ru_maxrss as u64 * 1024,
+    }))
+}
+
+/// The Landlock ABI the kernel offers, or `None` when Landlock is absent or disabled.
+pub fn landlock_abi() -> Option<u32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attr, zero size and the VERSION flag, the call only returns a number.
+    let v = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, LANDLOCK_CREATE_RULESET_VERSION)
+    };
+    (v > 0).then_some(v as u32)
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> io::Result<()> {
+    let sock = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: `req` is a live ifreq with a NUL-terminated name; SIOCGIFFLAGS fills ifru_flags.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } as libc::c_long)?;
+    // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just initialised.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS reads the name and flags from `req`.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } as libc::c_long)?;
+    Ok(())
+}
+
+/// `fork(2)`, for the single-threaded runner only.
+pub fn fork() -> io::Result<nix::unistd::ForkResult> {
+    assert_single_threaded();
+    // SAFETY: the runner is single-threaded (asserted above), so the child inherits no lock held
+    // by another thread and may allocate freely.
+    unsafe { nix::unistd::fork() }.map_err(io::Error::from)
+}
+
+/// Panics unless the calling process has exactly one thread: Landlock, seccomp, setuid and fork
+/// act on the calling thread only, so a second thread would escape them.
+pub fn assert_single_threaded() {
+    let threads = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+        .and_then(|rest| rest.split_whitespace().nth(17).and_then(|n| n.parse::<u32>().ok()));
+    assert!(matches!(threads, Some(1) | None), "the runner must be single-threaded, found {threads:?} threads");
+}
+
+/// Restores the default action of every catchable signal and unblocks them all, so a plugin
+/// starts as from a clean exec (Rust's runtime ignores SIGPIPE and handles SIGSEGV).
+pub fn reset_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, sigprocmask};
+    for signal in Signal::iterator() {
+        if matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+        let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+/// Ends the calling process by `signal` with its default action, as the process being mirrored did.
+pub fn die_by_signal(signal: nix::sys::signal::Signal) -> ! {
+    reset_signals();
+    let _ = nix::sys::signal::raise(signal);
+    let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    std::process::abort()
+}

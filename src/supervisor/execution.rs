@@ -1,0 +1,664 @@
+//! One execution, from spawning its runner to classifying how it ended.
+//!
+//! The runner is `/proc/self/exe __runner`, spawned from an async worker thread (a thread that
+//! lives as long as the daemon, which matters for the runner's parent-death signal) with an
+//! empty environment, the socketpair as stdin and pipes as stdout and stderr. Nothing runs
+//! between fork and exec but what `std::process::Command` itself does.
+#![forbid(unsafe_code)]
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ironclaw_plugin_sdk::{Operation, PROTOCOL_VERSION, Request, Response, ResponseStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{mpsc, watch};
+
+use super::cgroup::{CgroupRoot, ExecCgroup};
+use super::monitor;
+use crate::config::Limits;
+use crate::ipc::{self, RlimitSpec, RunnerMessage, RunnerSpec, RuntimeSpec};
+use crate::layers::{AppliedLayers, LayerReport, Requirements, ResourceBackend};
+use crate::manifest::Runtime;
+use crate::registry::LoadedPlugin;
+use crate::runner::{EXIT_SETUP_FAILED, RUNNER_ARG};
+use crate::sandbox::sys;
+
+/// How much of a plugin's stderr is kept as its log.
+pub const LOG_KEPT: usize = 64 * 1024;
+/// The environment of exec plugins (nothing is inherited from the daemon).
+const PLUGIN_ENV: [(&str, &str); 4] =
+    [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("LANG", "C.UTF-8"), ("HOME", "/nonexistent"), ("PYTHONDONTWRITEBYTECODE", "1")];
+/// How long a runner may take to report its pid; it has done nothing plugin-specific yet.
+const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Address space allowed above the memory limit under the fallback backend: a backstop for
+/// what the sampling monitor might miss between two samples, not the limit itself.
+const ADDRESS_SPACE_HEADROOM: u64 = 512 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Running,
+    Success,
+    Error,
+    InvalidInput,
+    Timeout,
+    MemoryLimit,
+    CpuLimit,
+    OutputLimit,
+    Crashed,
+    Cancelled,
+    Denied,
+}
+
+impl ExecutionStatus {
+    pub const FINAL: [ExecutionStatus; 10] = [
+        ExecutionStatus::Success,
+        ExecutionStatus::Error,
+        ExecutionStatus::InvalidInput,
+        ExecutionStatus::Timeout,
+        ExecutionStatus::MemoryLimit,
+        ExecutionStatus::CpuLimit,
+        ExecutionStatus::OutputLimit,
+        ExecutionStatus::Crashed,
+        ExecutionStatus::Cancelled,
+        ExecutionStatus::Denied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Success => "success",
+            ExecutionStatus::Error => "error",
+            ExecutionStatus::InvalidInput => "invalid_input",
+            ExecutionStatus::Timeout => "timeout",
+            ExecutionStatus::MemoryLimit => "memory_limit",
+            ExecutionStatus::CpuLimit => "cpu_limit",
+            ExecutionStatus::OutputLimit => "output_limit",
+            ExecutionStatus::Crashed => "crashed",
+            ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::Denied => "denied",
+        }
+    }
+}
+
+/// The result object of every execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionResult {
+    pub id: String,
+    pub plugin: String,
+    pub plugin_version: String,
+    pub status: ExecutionStatus,
+    pub data: Option<Value>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub cpu_time_ms: u64,
+    pub peak_memory_bytes: u64,
+    /// The signal that ended the plugin, when it crashed.
+    pub signal: Option<i32>,
+    pub layers: LayerReport,
+    /// The plugin's stderr (the first 64 KiB).
+    pub log: String,
+    /// Milliseconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+/// Everything one execution needs, decided by the supervisor.
+#[derive(Debug, Clone)]
+pub struct ExecutionPlan {
+    pub id: String,
+    pub plugin: Arc<LoadedPlugin>,
+    pub parameters: Value,
+    pub config: Value,
+    pub limits: Limits,
+    pub uid: u32,
+    pub requirements: Requirements,
+    pub cgroups: Option<CgroupRoot>,
+    pub kill_grace: Duration,
+    pub monitor_interval: Duration,
+    pub extra_read_paths: Vec<PathBuf>,
+}
+
+impl ExecutionPlan {
+    fn resources(&self) -> ResourceBackend {
+        if self.cgroups.is_some() { ResourceBackend::CgroupV2 } else { ResourceBackend::Fallback }
+    }
+
+    /// A result for an execution that never reached a runner.
+    pub fn refused(&self, status: ExecutionStatus, error: String) -> ExecutionResult {
+        ExecutionResult {
+            id: self.id.clone(),
+            plugin: self.plugin.manifest.name.clone(),
+            plugin_version: self.plugin.manifest.version.to_string(),
+            status,
+            data: None,
+            error: Some(error),
+            duration_ms: 0,
+            cpu_time_ms: 0,
+            peak_memory_bytes: 0,
+            signal: None,
+            layers: LayerReport { resources: self.resources(), sandbox: None },
+            log: String::new(),
+            started_at: unix_ms(),
+        }
+    }
+
+    fn runner_spec(&self) -> RunnerSpec {
+        let request = Request {
+            protocol: PROTOCOL_VERSION,
+            operation: Operation::Execute,
+            execution_id: self.id.clone(),
+            parameters: self.parameters.clone(),
+            config: self.config.clone(),
+        };
+        let fallback = self.cgroups.is_none();
+        RunnerSpec {
+            execution_id: self.id.clone(),
+            plugin_dir: self.plugin.dir.clone(),
+            runtime: match &self.plugin.manifest.runtime {
+                Runtime::Native { library } => RuntimeSpec::Native { library: library.clone() },
+                Runtime::Exec { command } => RuntimeSpec::Exec { argv: command.clone() },
+            },
+            request: serde_json::to_string(&request).unwrap_or_default(),
+            uid: self.uid,
+            gid: self.uid,
+            rlimits: RlimitSpec {
+                address_space: fallback.then(|| self.limits.memory.0.saturating_add(ADDRESS_SPACE_HEADROOM)),
+                cpu_seconds: Some(self.limits.cpu_time.0.as_secs().max(1)),
+                processes: Some(self.limits.pids),
+                open_files: 256,
+                file_size: self.limits.output.0,
+            },
+            read_paths: self.extra_read_paths.clone(),
+            env: PLUGIN_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            requirements: self.requirements.clone(),
+            resources: self.resources(),
+        }
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the IPC reader saw after the runner's first frame.
+#[derive(Debug, Default)]
+struct IpcReport {
+    layers: Option<AppliedLayers>,
+    setup_failed: Option<(String, String)>,
+    response: Option<String>,
+    too_large: bool,
+    garbage: Option<String>,
+}
+
+async fn read_ipc(mut stream: tokio::net::UnixStream, response_limit: usize, overflow: mpsc::Sender<()>) -> IpcReport {
+    let mut report = IpcReport::default();
+    // JSON escaping can at most double a body, plus the frame's envelope.
+    let frame_limit = response_limit.saturating_mul(2).saturating_add(4096);
+    loop {
+        match ipc::read_frame_async::<RunnerMessage>(&mut stream, frame_limit).await {
+            Ok(RunnerMessage::Confined { layers }) if report.layers.is_none() => report.layers = Some(layers),
+            Ok(RunnerMessage::SetupFailed { stage, message }) if report.setup_failed.is_none() => {
+                report.setup_failed = Some((stage, message));
+            }
+            Ok(RunnerMessage::Response { body }) if report.response.is_none() && report.layers.is_some() => {
+                if body.len() > response_limit {
+                    report.too_large = true;
+                    let _ = overflow.try_send(());
+                }
+                report.response = Some(body);
+            }
+            Ok(other) => {
+                report.garbage = Some(format!("unexpected message on the runner channel: {other:?}"));
+                break;
+            }
+            Err(ipc::IpcError::Read(_)) => break,
+            Err(ipc::IpcError::TooLarge(..)) => {
+                report.too_large = true;
+                let _ = overflow.try_send(());
+                break;
+            }
+            Err(e) => {
+                report.garbage = Some(crate::runner::error_chain(&e));
+                break;
+            }
+        }
+    }
+    report
+}
+
+/// Reads a pipe to its end, keeping at most `keep` bytes; signals `overflow` past `limit`.
+async fn read_pipe(mut pipe: impl AsyncRead + Unpin, keep: usize, limit: usize, overflow: mpsc::Sender<()>) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                total += n;
+                if kept.len() < keep {
+                    let take = n.min(keep - kept.len());
+                    kept.extend_from_slice(&buf[..take]);
+                }
+                if total > limit {
+                    let _ = overflow.try_send(());
+                    return (kept, true);
+                }
+            }
+        }
+    }
+    (kept, false)
+}
+
+fn async_pipe(fd: impl Into<OwnedFd>) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into())
+}
+
+/// Runs one execution to its end. Never panics on plugin behaviour.
+pub async fn execute(plan: ExecutionPlan, cancel: watch::Receiver<bool>) -> ExecutionResult {
+    let started = Instant::now();
+    let started_at = unix_ms();
+    let mut result = match Execution::start(&plan).await {
+        Ok(execution) => execution.finish(&plan, cancel, started).await,
+        Err(e) => plan.refused(ExecutionStatus::Error, format!("failed to start the sandbox: {e}")),
+    };
+    result.started_at = started_at;
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result
+}
+
+struct Execution {
+    outer: std::process::Child,
+    outer_exit: AsyncFd<OwnedFd>,
+    inner: Option<(i32, OwnedFd)>,
+    cgroup: Option<ExecCgroup>,
+    ipc: Option<tokio::task::JoinHandle<IpcReport>>,
+    early_failure: Option<(String, String)>,
+    stdout: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    stderr: tokio::task::JoinHandle<(Vec<u8>, bool)>,
+    overflow: mpsc::Receiver<()>,
+}
+
+impl Execution {
+    async fn start(plan: &ExecutionPlan) -> Result<Self, String> {
+        let cgroup = match &plan.cgroups {
+            Some(root) => Some(root.create(&plan.id, &plan.limits).map_err(|e| crate::runner::error_chain(&e))?),
+            None => None,
+        };
+        let (daemon_end, runner_end) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let mut outer = Command::new("/proc/self/exe")
+            .arg(RUNNER_ARG)
+            .env_clear()
+            .stdin(Stdio::from(OwnedFd::from(runner_end)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn the runner: {e}"))?;
+        let outer_exit = sys::pidfd_open(outer.id() as i32)
+            .and_then(sys::async_pidfd)
+            .map_err(|e| format!("pidfd of the runner: {e}"))?;
+        let output_limit = plan.limits.output.0 as usize;
+        let (overflow_tx, overflow) = mpsc::channel(4);
+        let stdout = async_pipe(outer.stdout.take().expect("piped")).map_err(|e| format!("stdout pipe: {e}"))?;
+        let stderr = async_pipe(outer.stderr.take().expect("piped")).map_err(|e| format!("stderr pipe: {e}"))?;
+        let stdout = tokio::spawn(read_pipe(stdout, output_limit + 1, output_limit, overflow_tx.clone()));
+        let stderr = tokio::spawn(read_pipe(stderr, LOG_KEPT, output_limit.max(LOG_KEPT), overflow_tx.clone()));
+        let mut execution = Execution {
+            outer,
+            outer_exit,
+            inner: None,
+            cgroup,
+            ipc: None,
+            early_failure: None,
+            stdout,
+            stderr,
+            overflow,
+        };
+
+        daemon_end.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| e.to_string())?;
+        // The first frame comes from the outer runner, before the confined one may act.
+        let first = tokio::time::timeout(SPAWN_DEADLINE, ipc::read_frame_async::<RunnerMessage>(&mut ipc, 64 * 1024)).await;
+        match first {
+            Ok(Ok(RunnerMessage::Spawned { pid })) => {
+                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd of the confined runner: {e}"))?;
+                execution.inner = Some((pid, pidfd));
+                if let Some(cg) = &execution.cgroup {
+                    for p in [execution.outer.id() as i32, pid] {
+                        cg.add(p).map_err(|e| crate::runner::error_chain(&e))?;
+                    }
+                }
+                let mut frame = Vec::new();
+                ipc::write_frame(&mut frame, &plan.runner_spec()).map_err(|e| e.to_string())?;
+                ipc.write_all(&frame).await.map_err(|e| format!("send the spec: {e}"))?;
+                execution.ipc = Some(tokio::spawn(read_ipc(ipc, output_limit, overflow_tx)));
+            }
+            Ok(Ok(RunnerMessage::SetupFailed { stage, message })) => execution.early_failure = Some((stage, message)),
+            Ok(Ok(other)) => execution.early_failure = Some(("protocol".into(), format!("unexpected first frame {other:?}"))),
+            Ok(Err(e)) => execution.early_failure = Some(("protocol".into(), crate::runner::error_chain(&e))),
+            Err(_) => execution.early_failure = Some(("spawn".into(), "the runner did not start in time".into())),
+        }
+        Ok(execution)
+    }
+
+    /// Sends `signal` to the confined runner (which, as pid 1 of its namespace, only receives
+    /// SIGTERM if the plugin handles it; SIGKILL always lands and takes the whole namespace).
+    fn signal_inner(&self, signal: nix::sys::signal::Signal) {
+        if let Some((_, pidfd)) = &self.inner {
+            let _ = sys::pidfd_kill(pidfd.as_fd(), signal as i32);
+        }
+    }
+
+    fn kill_now(&self) {
+        use nix::sys::signal::Signal;
+        self.signal_inner(Signal::SIGKILL);
+        let _ = sys::pidfd_kill(self.outer_exit.get_ref().as_fd(), Signal::SIGKILL as i32);
+        if let Some(cg) = &self.cgroup {
+            cg.kill();
+        }
+    }
+
+    async fn finish(mut self, plan: &ExecutionPlan, mut cancel: watch::Receiver<bool>, started: Instant) -> ExecutionResult {
+        use nix::sys::signal::Signal;
+        let deadline = tokio::time::Instant::from_std(started + plan.limits.timeout.0);
+        let mut hard_kill_at: Option<tokio::time::Instant> = None;
+        let mut kill_reason: Option<ExecutionStatus> = None;
+        let mut peak = monitor::Usage::default();
+        let monitored = plan.cgroups.is_none() && self.inner.is_some();
+        let mut tick = tokio::time::interval(plan.monitor_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        if self.early_failure.is_some() {
+            self.kill_now();
+        }
+
+        enum Event {
+            Exited(Option<sys::Reaped>),
+            Stop(ExecutionStatus, bool),
+            HardKill,
+            Nothing,
+        }
+        let reaped = loop {
+            let event = tokio::select! {
+                ready = self.outer_exit.readable() => match ready {
+                    Ok(mut guard) => match sys::try_reap(self.outer.id() as i32) {
+                        Ok(Some(r)) => Event::Exited(Some(r)),
+                        Ok(None) => {
+                            guard.clear_ready();
+                            Event::Nothing
+                        }
+                        Err(_) => Event::Exited(None),
+                    },
+                    Err(_) => Event::Exited(None),
+                },
+                _ = tokio::time::sleep_until(deadline), if kill_reason.is_none() => Event::Stop(ExecutionStatus::Timeout, true),
+                _ = tokio::time::sleep_until(hard_kill_at.unwrap_or(deadline)), if hard_kill_at.is_some() => Event::HardKill,
+                changed = cancel.changed(), if kill_reason.is_none() => match changed {
+                    Ok(()) if *cancel.borrow() => Event::Stop(ExecutionStatus::Cancelled, true),
+                    _ => Event::Nothing,
+                },
+                Some(()) = self.overflow.recv(), if kill_reason.is_none() => Event::Stop(ExecutionStatus::OutputLimit, false),
+                _ = tick.tick(), if monitored && kill_reason.is_none() => {
+                    match self.inner.as_ref().and_then(|(pid, _)| monitor::sample(*pid)) {
+                        Some(usage) => {
+                            peak.rss_bytes = peak.rss_bytes.max(usage.rss_bytes);
+                            peak.cpu_time_ms = peak.cpu_time_ms.max(usage.cpu_time_ms);
+                            if usage.rss_bytes > plan.limits.memory.0 {
+                                Event::Stop(ExecutionStatus::MemoryLimit, false)
+                            } else if usage.cpu_time_ms > plan.limits.cpu_time.0.as_millis() as u64 {
+                                Event::Stop(ExecutionStatus::CpuLimit, false)
+                            } else {
+                                Event::Nothing
+                            }
+                        }
+                        None => Event::Nothing,
+                    }
+                }
+            };
+            match event {
+                Event::Exited(reaped) => break reaped,
+                Event::Stop(reason, graceful) if kill_reason.is_none() => {
+                    kill_reason = Some(reason);
+                    if graceful {
+                        self.signal_inner(Signal::SIGTERM);
+                        hard_kill_at = Some(tokio::time::Instant::now() + plan.kill_grace);
+                    } else {
+                        self.kill_now();
+                    }
+                }
+                Event::HardKill => {
+                    hard_kill_at = None;
+                    self.kill_now();
+                }
+                _ => {}
+            }
+        };
+
+        // Every process of the sandbox is gone with its pid 1; the pipes are at their end.
+        let grace = Duration::from_secs(2);
+        let (stdout, stdout_overflow) = join_or_default(self.stdout, grace).await;
+        let (stderr, _) = join_or_default(self.stderr, grace).await;
+        let report = match self.ipc.take() {
+            Some(task) => join_or_default(task, grace).await,
+            None => IpcReport::default(),
+        };
+        let (cg_oom, cg_peak, cg_cpu) = match self.cgroup.take() {
+            Some(cg) => {
+                let stats = (cg.oom_kills(), cg.peak_memory(), cg.cpu_time_ms());
+                if let Err(e) = cg.destroy() {
+                    tracing::error!(error = %crate::runner::error_chain(&e), "failed to remove an execution cgroup");
+                }
+                stats
+            }
+            None => (0, None, None),
+        };
+
+        let setup_failed = self.early_failure.or(report.setup_failed.clone());
+        let mut result = plan.refused(ExecutionStatus::Error, String::new());
+        result.error = None;
+        result.layers.sandbox = report.layers.clone();
+        result.log = String::from_utf8_lossy(&stderr).into_owned();
+        let reaped = reaped.unwrap_or(sys::Reaped { exit_code: None, signal: Some(Signal::SIGKILL as i32), cpu_time_ms: 0, max_rss_bytes: 0 });
+        result.cpu_time_ms = cg_cpu.unwrap_or(reaped.cpu_time_ms.max(peak.cpu_time_ms));
+        result.peak_memory_bytes = cg_peak.unwrap_or(reaped.max_rss_bytes.max(peak.rss_bytes));
+
+        let (status, error) = classify(&Outcome {
+            kill_reason,
+            oom_killed: cg_oom > 0,
+            setup_failed,
+            reaped,
+            memory_limit: plan.limits.memory.0,
+            cpu_limit_ms: plan.limits.cpu_time.0.as_millis() as u64,
+            output_too_large: stdout_overflow || report.too_large,
+            ipc_garbage: report.garbage,
+        });
+        result.status = status;
+        result.error = error;
+        if status == ExecutionStatus::Crashed {
+            result.signal = reaped.signal;
+        }
+        if result.status == ExecutionStatus::Running {
+            // The plugin ended normally: its response decides.
+            let body = match &plan.plugin.manifest.runtime {
+                Runtime::Native { .. } => report.response.unwrap_or_default().into_bytes(),
+                Runtime::Exec { .. } => stdout,
+            };
+            apply_response(&mut result, &body, reaped.exit_code);
+        }
+        result
+    }
+}
+
+async fn join_or_default<T: Default>(task: tokio::task::JoinHandle<T>, grace: Duration) -> T {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(grace, task).await {
+        Ok(Ok(v)) => v,
+        _ => {
+            abort.abort();
+            T::default()
+        }
+    }
+}
+
+/// Facts about how an execution ended, before its response is read.
+struct Outcome {
+    kill_reason: Option<ExecutionStatus>,
+    oom_killed: bool,
+    setup_failed: Option<(String, String)>,
+    reaped: sys::Reaped,
+    memory_limit: u64,
+    cpu_limit_ms: u64,
+    output_too_large: bool,
+    ipc_garbage: Option<String>,
+}
+
+/// Decides the status from how the runner ended. `Running` means "ended normally: read the
+/// plugin's response".
+fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
+    use ExecutionStatus::*;
+    let sig = o.reaped.signal;
+    if let Some(reason) = o.kill_reason {
+        let message = match reason {
+            Timeout => "the execution exceeded its wall-clock timeout and was killed".to_string(),
+            Cancelled => "the execution was cancelled".to_string(),
+            MemoryLimit => format!("the execution exceeded its memory limit of {} bytes and was killed", o.memory_limit),
+            CpuLimit => format!("the execution exceeded its CPU time limit of {} ms and was killed", o.cpu_limit_ms),
+            OutputLimit => "the execution exceeded its output limit and was killed".to_string(),
+            _ => "the execution was stopped".to_string(),
+        };
+        return (reason, Some(message));
+    }
+    if o.oom_killed {
+        return (MemoryLimit, Some(format!("the kernel OOM-killed the execution at its memory limit of {} bytes", o.memory_limit)));
+    }
+    if o.output_too_large {
+        return (OutputLimit, Some("the execution exceeded its output limit".into()));
+    }
+    if let Some((stage, message)) = &o.setup_failed {
+        return match stage.as_str() {
+            "requirements" => (Denied, Some(message.clone())),
+            "load" => (Error, Some(format!("failed to load the plugin: {message}"))),
+            "exec" => (Error, Some(format!("failed to start the plugin: {message}"))),
+            _ => (Error, Some(format!("sandbox set-up failed at stage '{stage}': {message}"))),
+        };
+    }
+    if let Some(s) = sig {
+        let cpu_killed = s == libc::SIGXCPU || (s == libc::SIGKILL && o.reaped.cpu_time_ms >= o.cpu_limit_ms);
+        if cpu_killed {
+            return (CpuLimit, Some(format!("the execution exceeded its CPU time limit of {} ms", o.cpu_limit_ms)));
+        }
+        if o.reaped.max_rss_bytes >= o.memory_limit / 10 * 9 {
+            return (MemoryLimit, Some(format!("the execution died at its memory limit of {} bytes", o.memory_limit)));
+        }
+        let name = nix::sys::signal::Signal::try_from(s).map_or_else(|_| s.to_string(), |n| n.as_str().to_string());
+        let hint = if s == libc::SIGSYS { " (a forbidden system call)" } else { "" };
+        return (Crashed, Some(format!("the plugin was killed by {name}{hint}")));
+    }
+    if o.reaped.exit_code == Some(EXIT_SETUP_FAILED) && o.ipc_garbage.is_some() {
+        return (Error, o.ipc_garbage.clone());
+    }
+    (Running, None)
+}
+
+/// Reads the plugin's response into the result.
+fn apply_response(result: &mut ExecutionResult, body: &[u8], exit_code: Option<i32>) {
+    let text = String::from_utf8_lossy(body);
+    match serde_json::from_str::<Response>(text.trim()) {
+        Ok(response) => {
+            result.status = match response.status {
+                ResponseStatus::Success => ExecutionStatus::Success,
+                ResponseStatus::Error => ExecutionStatus::Error,
+                ResponseStatus::InvalidInput => ExecutionStatus::InvalidInput,
+            };
+            result.data = response.data;
+            result.error = response.error;
+            if result.status != ExecutionStatus::Success && result.error.is_none() {
+                result.error = Some("the plugin reported a failure without a message".into());
+            }
+        }
+        Err(e) => {
+            result.status = ExecutionStatus::Error;
+            result.error = Some(match exit_code {
+                Some(0) | None if body.is_empty() => "the plugin produced no response".to_string(),
+                Some(code) if code != 0 => format!("the plugin exited with status {code} without a valid response"),
+                _ => format!("the plugin's response is not valid: {e}"),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome() -> Outcome {
+        Outcome {
+            kill_reason: None,
+            oom_killed: false,
+            setup_failed: None,
+            reaped: sys::Reaped { exit_code: Some(0), signal: None, cpu_time_ms: 5, max_rss_bytes: 1 << 20 },
+            memory_limit: 64 << 20,
+            cpu_limit_ms: 1000,
+            output_too_large: false,
+            ipc_garbage: None,
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(&outcome()).0, ExecutionStatus::Running);
+        let mut o = outcome();
+        o.kill_reason = Some(ExecutionStatus::Timeout);
+        assert_eq!(classify(&o).0, ExecutionStatus::Timeout);
+        let mut o = outcome();
+        o.reaped.signal = Some(libc::SIGSEGV);
+        o.reaped.exit_code = None;
+        assert_eq!(classify(&o), (ExecutionStatus::Crashed, Some("the plugin was killed by SIGSEGV".into())));
+        o.reaped.signal = Some(libc::SIGXCPU);
+        assert_eq!(classify(&o).0, ExecutionStatus::CpuLimit);
+        let mut o = outcome();
+        o.oom_killed = true;
+        assert_eq!(classify(&o).0, ExecutionStatus::MemoryLimit);
+        let mut o = outcome();
+        o.setup_failed = Some(("requirements".into(), "policy requires layer 'cgroup_v2'".into()));
+        assert_eq!(classify(&o).0, ExecutionStatus::Denied);
+    }
+
+    #[test]
+    fn responses() {
+        let plan_result = || ExecutionResult {
+            id: "x".into(),
+            plugin: "p".into(),
+            plugin_version: "1.0.0".into(),
+            status: ExecutionStatus::Running,
+            data: None,
+            error: None,
+            duration_ms: 0,
+            cpu_time_ms: 0,
+            peak_memory_bytes: 0,
+            signal: None,
+            layers: LayerReport { resources: ResourceBackend::Fallback, sandbox: None },
+            log: String::new(),
+            started_at: 0,
+        };
+        let mut r = plan_result();
+        apply_response(&mut r, br#"{"status":"success","data":{"result":5}}"#, Some(0));
+        assert_eq!((r.status, r.data), (ExecutionStatus::Success, Some(serde_json::json!({"result": 5}))));
+        let mut r = plan_result();
+        apply_response(&mut r, b"not json", Some(3));
+        assert_eq!(r.error.as_deref(), Some("the plugin exited with status 3 without a valid response"));
+        let mut r = plan_result();
+        apply_response(&mut r, b"", Some(0));
+        assert_eq!(r.error.as_deref(), Some("the plugin produced no response"));
+        let mut r = plan_result();
+        apply_response(&mut r, br#"{"status":"error","error":"nope","extra":1}"#, Some(0));
+        assert_eq!(r.status, ExecutionStatus::Error);
+        assert!(r.error.unwrap().contains("not valid"));
+    }
+}

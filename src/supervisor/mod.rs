@@ -1,0 +1,511 @@
+//! The supervisor: the single owner of the daemon's state. API handlers parse requests and call
+//! its methods; nothing else touches the registry, the execution table or the statistics.
+#![forbid(unsafe_code)]
+
+pub mod cgroup;
+pub mod execution;
+pub mod monitor;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use semver::Version;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, oneshot, watch};
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::layers::{HostSupport, probe_namespaces, probe_seccomp};
+use crate::policy::PolicySet;
+use crate::registry::{LifecycleEventKind, PluginState, Registry, RegistryError};
+use execution::{ExecutionPlan, ExecutionResult, ExecutionStatus};
+
+const LATENCIES_KEPT: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("no plugin named '{0}'")]
+    NotFound(String),
+    #[error("plugin '{name}' is {state}: {reason}")]
+    NotRunnable { name: String, state: &'static str, reason: String },
+    #[error("invalid parameters at '{path}': {message}")]
+    InvalidParameters { path: String, message: String },
+    #[error("too many executions in flight; retry later")]
+    Overloaded,
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error("no execution with id '{0}'")]
+    ExecutionNotFound(String),
+    #[error("execution '{0}' has already finished")]
+    AlreadyFinished(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("the execution task failed")]
+    TaskFailed,
+}
+
+/// Probes what the host kernel offers.
+pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
+    let (cgroup_v2, root) = cgroup::detect();
+    let uts = nix::sys::utsname::uname().ok();
+    let host = HostSupport {
+        kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        arch: std::env::consts::ARCH.to_string(),
+        running_as_root: nix::unistd::geteuid().is_root(),
+        landlock_abi: crate::sandbox::sys::landlock_abi(),
+        seccomp: probe_seccomp(),
+        namespaces: probe_namespaces(),
+        cgroup_v2,
+    };
+    (host, root)
+}
+
+#[derive(Debug, Default)]
+struct PluginStats {
+    by_status: BTreeMap<&'static str, u64>,
+    latencies_ms: VecDeque<u64>,
+    peak_memory_bytes: u64,
+}
+
+impl PluginStats {
+    fn record(&mut self, r: &ExecutionResult) {
+        *self.by_status.entry(r.status.as_str()).or_default() += 1;
+        if self.latencies_ms.len() == LATENCIES_KEPT {
+            self.latencies_ms.pop_front();
+        }
+        self.latencies_ms.push_back(r.duration_ms);
+        self.peak_memory_bytes = self.peak_memory_bytes.max(r.peak_memory_bytes);
+    }
+
+    fn merge(&mut self, other: &PluginStats) {
+        for (k, v) in &other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+        self.latencies_ms.extend(other.latencies_ms.iter());
+        self.peak_memory_bytes = self.peak_memory_bytes.max(other.peak_memory_bytes);
+    }
+
+    fn to_json(&self) -> Value {
+        let mut sorted: Vec<u64> = self.latencies_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        let pct = |p: f64| -> Option<u64> {
+            (!sorted.is_empty()).then(|| sorted[((sorted.len() as f64 - 1.0) * p).round() as usize])
+        };
+        json!({
+            "total": self.by_status.values().sum::<u64>(),
+            "by_status": self.by_status,
+            "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "samples": sorted.len()},
+            "peak_memory_bytes": self.peak_memory_bytes,
+        })
+    }
+}
+
+struct Running {
+    plugin: String,
+    started_at: u64,
+    cancel: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Executions {
+    running: HashMap<String, Running>,
+    finished: HashMap<String, ExecutionResult>,
+    order: VecDeque<String>,
+}
+
+/// How a caller wants an execution.
+pub enum Wait {
+    /// Wait for the result.
+    Result,
+    /// Return the id at once; the result is fetched later.
+    Detach,
+}
+
+pub enum Started {
+    Finished(Box<ExecutionResult>),
+    Detached(String),
+}
+
+pub struct Supervisor {
+    config: Config,
+    api_version: Version,
+    host: HostSupport,
+    policy: PolicySet,
+    cgroups: Option<cgroup::CgroupRoot>,
+    registry: RwLock<Registry>,
+    slots: Arc<Semaphore>,
+    free_uids: Mutex<Vec<u32>>,
+    waiting: AtomicUsize,
+    executions: Mutex<Executions>,
+    stats: Mutex<BTreeMap<String, PluginStats>>,
+    accepting: AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Supervisor {
+    pub fn new(
+        config: Config,
+        host: HostSupport,
+        cgroups: Option<cgroup::CgroupRoot>,
+        policy: PolicySet,
+        registry: Registry,
+    ) -> Arc<Self> {
+        let n = config.executions.max_concurrent;
+        let uids = (0..n as u32).rev().map(|i| config.runner.uid_base + i).collect();
+        Arc::new(Supervisor {
+            api_version: Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("the SDK's API version is semver"),
+            host,
+            policy,
+            cgroups,
+            registry: RwLock::new(registry),
+            slots: Arc::new(Semaphore::new(n)),
+            free_uids: Mutex::new(uids),
+            waiting: AtomicUsize::new(0),
+            executions: Mutex::new(Executions::default()),
+            stats: Mutex::new(BTreeMap::new()),
+            accepting: AtomicBool::new(true),
+            idle: tokio::sync::Notify::new(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn system(&self) -> Value {
+        let requirements = &self.policy.requirements;
+        let refusal = requirements.check_host(&self.host).err();
+        let layer = |on: bool| if on { "enforced" } else { "unavailable" };
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "plugin_api_version": ironclaw_plugin_sdk::API_VERSION,
+            "plugin_abi_version": ironclaw_plugin_sdk::ABI_VERSION,
+            "host": self.host,
+            "layers": {
+                "namespaces": layer(self.host.missing(crate::layers::Layer::Namespaces).is_none()),
+                "landlock": match self.host.landlock_abi {
+                    Some(abi) => json!({"status": "enforced", "abi": abi}),
+                    None => json!({"status": "unavailable"}),
+                },
+                "seccomp": layer(self.host.seccomp),
+                "capabilities": "dropped",
+                "no_new_privs": "enforced",
+                "resources": self.host.resource_backend(),
+                "resource_limits": match self.host.resource_backend() {
+                    crate::layers::ResourceBackend::CgroupV2 => json!({"memory": "cgroup memory.max", "cpu": "cgroup cpu.max + RLIMIT_CPU", "pids": "cgroup pids.max"}),
+                    crate::layers::ResourceBackend::Fallback => json!({
+                        "memory": "monitor (RSS sampling) + RLIMIT_AS backstop",
+                        "cpu_time": "RLIMIT_CPU + monitor",
+                        "cpu_share": "not enforced without cgroup v2",
+                        "pids": "RLIMIT_NPROC (one uid per execution)",
+                    }),
+                },
+            },
+            "policy": {
+                "files": self.policy.files,
+                "require": requirements.layers,
+                "landlock_min_abi": requirements.landlock_min_abi,
+                "executions_allowed": refusal.is_none(),
+                "refusal": refusal,
+            },
+            "executions": {
+                "running": lock(&self.executions).running.len(),
+                "max_concurrent": self.config.executions.max_concurrent,
+                "max_queued": self.config.executions.max_queued,
+            },
+        })
+    }
+
+    pub fn list_plugins(&self) -> Value {
+        let reg = self.registry();
+        let plugins: Vec<Value> = reg
+            .plugins
+            .values()
+            .map(|e| {
+                let m = e.plugin.as_ref().map(|p| &p.manifest);
+                json!({
+                    "name": e.name,
+                    "version": m.map(|m| m.version.to_string()),
+                    "description": m.map(|m| m.description.clone()),
+                    "enabled": e.state == PluginState::Enabled,
+                    "state": e.state,
+                    "reason": e.reason,
+                    "runtime": m.map(|m| m.runtime.kind()),
+                })
+            })
+            .collect();
+        json!({ "plugins": plugins })
+    }
+
+    pub fn plugin_info(&self, name: &str) -> Result<Value, SupervisorError> {
+        let reg = self.registry();
+        let e = reg.plugins.get(name).ok_or_else(|| SupervisorError::NotFound(name.into()))?;
+        let m = e.plugin.as_ref().map(|p| &p.manifest);
+        Ok(json!({
+            "name": e.name,
+            "dir": e.dir,
+            "enabled": e.state == PluginState::Enabled,
+            "state": e.state,
+            "reason": e.reason,
+            "manifest": m,
+            "effective_limits": m.map(|m| self.config.effective_limits(&m.limits)),
+            "declared_permissions": m.map(|m| &m.permissions),
+            // Deny by default: grants come from policy files (not yet supported).
+            "effective_permissions": {"network": [], "fs_read": [], "fs_write": [], "secrets": []},
+            "events": e.events,
+        }))
+    }
+
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Value, SupervisorError> {
+        let mut reg = self.registry_mut();
+        let state = reg.set_enabled(name, enabled, &self.api_version)?;
+        tracing::info!(plugin = %name, enabled, ?state, "admin changed the enabled state");
+        let reason = reg.plugins.get(name).and_then(|e| e.reason.clone());
+        Ok(json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}))
+    }
+
+    /// Validates and runs one execution.
+    pub async fn execute(self: &Arc<Self>, name: &str, parameters: Value, wait: Wait) -> Result<Started, SupervisorError> {
+        if !self.accepting.load(Ordering::SeqCst) {
+            return Err(SupervisorError::ShuttingDown);
+        }
+        let plugin = {
+            let reg = self.registry();
+            let e = reg.plugins.get(name).ok_or_else(|| SupervisorError::NotFound(name.into()))?;
+            match (&e.plugin, e.state) {
+                (Some(p), PluginState::Enabled) => p.clone(),
+                _ => {
+                    return Err(SupervisorError::NotRunnable {
+                        name: name.into(),
+                        state: e.state_label(),
+                        reason: e.reason.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        };
+        if let Some(err) = plugin.validator.iter_errors(&parameters).next() {
+            let path = err.instance_path.to_string();
+            return Err(SupervisorError::InvalidParameters {
+                path: if path.is_empty() { "/".into() } else { path },
+                message: err.to_string(),
+            });
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut plan = ExecutionPlan {
+            id: id.clone(),
+            limits: self.config.effective_limits(&plugin.manifest.limits),
+            plugin,
+            parameters,
+            config: json!({}),
+            uid: 0,
+            requirements: self.policy.requirements.clone(),
+            cgroups: self.cgroups.clone(),
+            kill_grace: self.config.executions.kill_grace.0,
+            monitor_interval: self.config.executions.monitor_interval.0,
+            extra_read_paths: self.config.runner.extra_read_paths.clone(),
+        };
+
+        // Fail closed before spawning anything when the host cannot give what policy demands.
+        if let Err(reason) = self.policy.requirements.check_host(&self.host) {
+            let result = plan.refused(ExecutionStatus::Denied, reason);
+            self.finish(result.clone());
+            return Ok(Started::Finished(Box::new(result)));
+        }
+
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.executions.max_queued {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(SupervisorError::Overloaded);
+                }
+                let acquired = self.slots.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                acquired.map_err(|_| SupervisorError::ShuttingDown)?
+            }
+        };
+        plan.uid = lock(&self.free_uids).pop().expect("one uid per semaphore permit");
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        lock(&self.executions).running.insert(
+            id.clone(),
+            Running { plugin: name.to_string(), started_at: execution::unix_ms(), cancel: cancel_tx },
+        );
+
+        // The execution runs in its own task: a client that goes away never leaves a runner
+        // un-reaped.
+        let (done_tx, done_rx) = oneshot::channel();
+        let this = self.clone();
+        let span = tracing::info_span!("execution", id = %id, plugin = %name, uid = plan.uid);
+        tokio::spawn(
+            async move {
+                tracing::debug!("starting");
+                let uid = plan.uid;
+                let result = execution::execute(plan, cancel_rx).await;
+                lock(&this.free_uids).push(uid);
+                drop(permit);
+                this.finish(result.clone());
+                let _ = done_tx.send(result);
+            }
+            .instrument(span),
+        );
+        match wait {
+            Wait::Detach => Ok(Started::Detached(id)),
+            Wait::Result => done_rx.await.map(|r| Started::Finished(Box::new(r))).map_err(|_| SupervisorError::TaskFailed),
+        }
+    }
+
+    /// Records a finished execution: table, statistics, lifecycle events, log line.
+    fn finish(&self, result: ExecutionResult) {
+        tracing::info!(
+            id = %result.id,
+            plugin = %result.plugin,
+            status = result.status.as_str(),
+            duration_ms = result.duration_ms,
+            cpu_time_ms = result.cpu_time_ms,
+            peak_memory_bytes = result.peak_memory_bytes,
+            error = result.error.as_deref(),
+            "execution finished"
+        );
+        if !result.log.is_empty() {
+            let log: String = result.log.chars().take(4096).collect();
+            tracing::debug!(id = %result.id, plugin = %result.plugin, log = %log, "plugin stderr");
+        }
+        let failed = matches!(
+            result.status,
+            ExecutionStatus::Error
+                | ExecutionStatus::Crashed
+                | ExecutionStatus::Timeout
+                | ExecutionStatus::MemoryLimit
+                | ExecutionStatus::CpuLimit
+                | ExecutionStatus::OutputLimit
+        );
+        if failed && let Some(entry) = self.registry_mut().plugins.get_mut(&result.plugin) {
+            let detail = format!("{} ({}): {}", result.status.as_str(), result.id, result.error.as_deref().unwrap_or(""));
+            tracing::warn!(plugin = %result.plugin, id = %result.id, "on_error");
+            entry.record(LifecycleEventKind::OnError, detail);
+        }
+        lock(&self.stats).entry(result.plugin.clone()).or_default().record(&result);
+        let mut table = lock(&self.executions);
+        table.running.remove(&result.id);
+        table.order.push_back(result.id.clone());
+        table.finished.insert(result.id.clone(), result);
+        while table.order.len() > self.config.executions.retain.max(1) {
+            if let Some(old) = table.order.pop_front() {
+                table.finished.remove(&old);
+            }
+        }
+        if table.running.is_empty() {
+            self.idle.notify_waiters();
+        }
+    }
+
+    pub fn execution(&self, id: &str) -> Result<Value, SupervisorError> {
+        let table = lock(&self.executions);
+        if let Some(r) = table.finished.get(id) {
+            return Ok(serde_json::to_value(r).unwrap_or_default());
+        }
+        let r = table.running.get(id).ok_or_else(|| SupervisorError::ExecutionNotFound(id.into()))?;
+        Ok(json!({"id": id, "plugin": r.plugin, "status": "running", "started_at": r.started_at}))
+    }
+
+    pub fn executions(&self, plugin: Option<&str>, running_only: bool) -> Value {
+        let table = lock(&self.executions);
+        let mut list: Vec<Value> = table
+            .running
+            .iter()
+            .filter(|(_, r)| plugin.is_none_or(|p| p == r.plugin))
+            .map(|(id, r)| json!({"id": id, "plugin": r.plugin, "status": "running", "started_at": r.started_at}))
+            .collect();
+        if !running_only {
+            list.extend(table.order.iter().rev().filter_map(|id| table.finished.get(id)).filter(|r| plugin.is_none_or(|p| p == r.plugin)).take(100).map(|r| {
+                json!({"id": r.id, "plugin": r.plugin, "status": r.status, "started_at": r.started_at, "duration_ms": r.duration_ms})
+            }));
+        }
+        json!({ "executions": list })
+    }
+
+    pub fn cancel(&self, id: &str) -> Result<Value, SupervisorError> {
+        let table = lock(&self.executions);
+        match table.running.get(id) {
+            Some(r) => {
+                let _ = r.cancel.send(true);
+                tracing::info!(id = %id, plugin = %r.plugin, "cancellation requested");
+                Ok(json!({"id": id, "status": "cancelling"}))
+            }
+            None if table.finished.contains_key(id) => Err(SupervisorError::AlreadyFinished(id.into())),
+            None => Err(SupervisorError::ExecutionNotFound(id.into())),
+        }
+    }
+
+    pub fn stats(&self) -> Value {
+        let stats = lock(&self.stats);
+        let mut all = PluginStats::default();
+        for s in stats.values() {
+            all.merge(s);
+        }
+        let per_plugin: BTreeMap<&String, Value> = stats.iter().map(|(k, v)| (k, v.to_json())).collect();
+        let mut out = all.to_json();
+        out["plugins"] = json!(per_plugin);
+        out["running"] = json!(lock(&self.executions).running.len());
+        out
+    }
+
+    pub fn plugin_stats(&self, name: &str) -> Result<Value, SupervisorError> {
+        if !self.registry().plugins.contains_key(name) {
+            return Err(SupervisorError::NotFound(name.into()));
+        }
+        let stats = lock(&self.stats);
+        let mut out = stats.get(name).map(PluginStats::to_json).unwrap_or_else(|| PluginStats::default().to_json());
+        out["plugin"] = json!(name);
+        Ok(out)
+    }
+
+    /// Stops accepting executions, lets in-flight ones finish within `grace`, then cancels the
+    /// rest and waits for their runners to be reaped.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.accepting.store(false, Ordering::SeqCst);
+        let wait_idle = async {
+            loop {
+                let notified = self.idle.notified();
+                if lock(&self.executions).running.is_empty() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait_idle).await.is_err() {
+            let table = lock(&self.executions);
+            tracing::warn!(remaining = table.running.len(), "shutdown grace elapsed, cancelling executions");
+            for r in table.running.values() {
+                let _ = r.cancel.send(true);
+            }
+        }
+        let settle = self.config.executions.kill_grace.0 + Duration::from_secs(3);
+        let _ = tokio::time::timeout(settle, async {
+            while !lock(&self.executions).running.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        for entry in self.registry_mut().plugins.values_mut().filter(|e| e.plugin.is_some()) {
+            entry.record(LifecycleEventKind::OnUnload, "daemon shutdown");
+            tracing::info!(plugin = %entry.name, "on_unload");
+        }
+        self.slots.close();
+    }
+}
