@@ -58,7 +58,9 @@ impl SandboxError {
     /// The stage name reported to the daemon.
     pub fn stage(&self) -> &'static str {
         match self {
-            SandboxError::Session(_) | SandboxError::DeathSignal(_) | SandboxError::CloseFds(_) => "process",
+            SandboxError::Session(_) | SandboxError::DeathSignal(_) | SandboxError::CloseFds(_) => {
+                "process"
+            }
             SandboxError::Namespaces(_) => "namespaces",
             SandboxError::Spec(_) => "spec",
             SandboxError::Rlimits(_) => "rlimits",
@@ -114,15 +116,21 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     // 4. rlimits, while we may still set any value.
     rlimits::apply(&spec.rlimits)?;
 
-    // 5. Open what the plugin needs while root can still traverse to it (the plugin folder may
-    //    sit under a 0700 home). After the drop, the plugin reaches its files through these
-    //    descriptors only. Compile the seccomp filters now too: it allocates, and nothing
-    //    after the drop should be able to fail for lack of memory halfway.
-    let plugin_dir = open_path(&spec.plugin_dir, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
+    // 5. The plugin folder, read-only at a fixed path inside the sandbox, then open what the
+    //    plugin needs while we are still root. Compile the seccomp filters now too: it
+    //    allocates, and nothing after the drop should be able to fail for lack of memory.
+    namespaces::mount_plugin_dir(&spec.plugin_dir)?;
+    let plugin_dir = open_path(
+        Path::new(namespaces::PLUGIN_MOUNT),
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+    )?;
     let entry = open_entry(&plugin_dir, &spec.runtime)?;
     let grants = landlock::Grants::open(&plugin_dir, &spec.read_paths)?;
     let filters = seccomp::compile()?;
-    nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
+    nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open {
+        path: "plugin folder (chdir)".into(),
+        err,
+    })?;
 
     // 6. Identity: no capabilities in any set, no groups, the execution's own uid and gid.
     identity::drop_to(spec.uid, spec.gid)?;
@@ -160,16 +168,27 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
         uid: spec.uid,
         gid: spec.gid,
     };
-    Ok(Confinement { spec, layers, plugin_dir, entry })
+    Ok(Confinement {
+        spec,
+        layers,
+        plugin_dir,
+        entry,
+    })
 }
 
 fn open_path(path: &Path, flags: OFlag) -> Result<OwnedFd, SandboxError> {
-    open(path, flags, Mode::empty()).map_err(|err| SandboxError::Open { path: path.display().to_string(), err })
+    open(path, flags, Mode::empty()).map_err(|err| SandboxError::Open {
+        path: path.display().to_string(),
+        err,
+    })
 }
 
 /// Opens the native library, or the exec entry when it is a file of the plugin folder. The
 /// exec entry stays open across exec (no CLOEXEC) so that a script's interpreter can read it.
-fn open_entry(plugin_dir: &OwnedFd, runtime: &RuntimeSpec) -> Result<Option<OwnedFd>, SandboxError> {
+fn open_entry(
+    plugin_dir: &OwnedFd,
+    runtime: &RuntimeSpec,
+) -> Result<Option<OwnedFd>, SandboxError> {
     let (path, flags) = match runtime {
         RuntimeSpec::Native { library } => (library.as_path(), OFlag::O_RDONLY | OFlag::O_CLOEXEC),
         RuntimeSpec::Exec { argv } if argv.first().is_some_and(|a| a.contains('/')) => {
@@ -177,7 +196,11 @@ fn open_entry(plugin_dir: &OwnedFd, runtime: &RuntimeSpec) -> Result<Option<Owne
         }
         RuntimeSpec::Exec { .. } => return Ok(None),
     };
-    let fd = openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty())
-        .map_err(|err| SandboxError::Open { path: path.display().to_string(), err })?;
+    let fd = openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty()).map_err(|err| {
+        SandboxError::Open {
+            path: path.display().to_string(),
+            err,
+        }
+    })?;
     Ok(Some(fd))
 }

@@ -35,7 +35,14 @@ pub enum NamespaceError {
     Loopback(#[source] io::Error),
     #[error("failed to set the hostname")]
     Hostname(#[source] nix::Error),
+    #[error("failed to expose the plugin folder at {PLUGIN_MOUNT}")]
+    PluginMount(#[source] nix::Error),
 }
+
+/// Where the plugin folder appears inside the sandbox, read-only. Its parents are world
+/// traversable, so interpreters that make paths absolute (python3 main.py) still reach it
+/// after the uid drop, wherever the folder lies on the host (even under a 0700 home).
+pub const PLUGIN_MOUNT: &str = "/run/ironclaw/plugin";
 
 pub const HOSTNAME: &str = "ironclaw-sandbox";
 
@@ -50,7 +57,9 @@ impl OuterLink {
         let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(0) => true,
-            Ok(_) => !fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)),
+            Ok(_) => !fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(PollFlags::POLLHUP)),
             Err(_) => false,
         }
     }
@@ -65,7 +74,8 @@ pub fn enter(announce: impl FnOnce(i32)) -> Result<OuterLink, NamespaceError> {
         | CloneFlags::CLONE_NEWIPC
         | CloneFlags::CLONE_NEWUTS;
     unshare(flags).map_err(NamespaceError::Unshare)?;
-    let (go_read, go_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(NamespaceError::Pipe)?;
+    let (go_read, go_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(NamespaceError::Pipe)?;
     match sys::fork().map_err(NamespaceError::Fork)? {
         ForkResult::Parent { child } => {
             drop(go_read);
@@ -104,12 +114,68 @@ fn mirror_exit(child: Pid, keep_pipe_open: OwnedFd) -> ! {
 /// Mount, network and host-name set-up inside the new namespaces (needs CAP_SYS_ADMIN).
 pub fn populate() -> Result<(), NamespaceError> {
     // Nothing mounted here may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(NamespaceError::PrivateMounts)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(NamespaceError::PrivateMounts)?;
     // A procfs of the new pid namespace: the plugin sees only its own processes.
     let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>).map_err(NamespaceError::Proc)?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        proc_flags,
+        None::<&str>,
+    )
+    .map_err(NamespaceError::Proc)?;
     sys::loopback_up().map_err(NamespaceError::Loopback)?;
     nix::unistd::sethostname(HOSTNAME).map_err(NamespaceError::Hostname)?;
+    Ok(())
+}
+
+/// Mounts a fresh tmpfs over `/run` (hiding the host's runtime sockets: D-Bus, systemd, the
+/// daemon's own API) and binds the plugin folder read-only at [`PLUGIN_MOUNT`].
+pub fn mount_plugin_dir(plugin_dir: &std::path::Path) -> Result<(), NamespaceError> {
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(
+        Some("tmpfs"),
+        "/run",
+        Some("tmpfs"),
+        hardened | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k,nr_inodes=64"),
+    )
+    .map_err(NamespaceError::PluginMount)?;
+    nix::unistd::mkdir(
+        "/run/ironclaw",
+        nix::sys::stat::Mode::from_bits_truncate(0o755),
+    )
+    .and_then(|()| {
+        nix::unistd::mkdir(
+            PLUGIN_MOUNT,
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+    })
+    .map_err(NamespaceError::PluginMount)?;
+    mount(
+        Some(plugin_dir),
+        PLUGIN_MOUNT,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(NamespaceError::PluginMount)?;
+    let read_only = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | hardened;
+    mount(
+        None::<&str>,
+        PLUGIN_MOUNT,
+        None::<&str>,
+        read_only,
+        None::<&str>,
+    )
+    .map_err(NamespaceError::PluginMount)?;
     Ok(())
 }

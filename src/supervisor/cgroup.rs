@@ -31,7 +31,11 @@ pub enum CgroupError {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(|err| CgroupError::Write { path: path.to_path_buf(), value: value.into(), err })
+    std::fs::write(path, value).map_err(|err| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.into(),
+        err,
+    })
 }
 
 /// Where cgroup2 is mounted, from a mountinfo text.
@@ -45,7 +49,10 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 
 /// The unified-hierarchy path of a `/proc/<pid>/cgroup` text.
 fn own_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
-    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(PathBuf::from)
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(PathBuf::from)
 }
 
 /// The daemon's subtree: executions are created directly under `base`.
@@ -61,24 +68,41 @@ pub fn detect() -> (CgroupSupport, Option<CgroupRoot>) {
     detect_from(&mountinfo, &proc_cgroup, nix::unistd::geteuid().is_root())
 }
 
-fn detect_from(mountinfo: &str, proc_cgroup: &str, root: bool) -> (CgroupSupport, Option<CgroupRoot>) {
+fn detect_from(
+    mountinfo: &str,
+    proc_cgroup: &str,
+    root: bool,
+) -> (CgroupSupport, Option<CgroupRoot>) {
     let mount = cgroup2_mount(mountinfo);
     let own = own_cgroup(proc_cgroup);
-    let mut support = CgroupSupport { mount: mount.clone(), own_cgroup: own.clone(), controllers: vec![], usable: false, reason: None };
+    let mut support = CgroupSupport {
+        mount: mount.clone(),
+        own_cgroup: own.clone(),
+        controllers: vec![],
+        usable: false,
+        reason: None,
+    };
     let (Some(mount), Some(own)) = (mount, own) else {
         support.reason = Some("no cgroup2 hierarchy is mounted".into());
         return (support, None);
     };
     // A daemon already moved into its supervisor leaf (e.g. after a restart) manages the parent.
-    let own = if own.file_name().is_some_and(|n| n == SUPERVISOR_LEAF) { own.parent().unwrap_or(&own).to_path_buf() } else { own };
+    let own = if own.file_name().is_some_and(|n| n == SUPERVISOR_LEAF) {
+        own.parent().unwrap_or(&own).to_path_buf()
+    } else {
+        own
+    };
     let base = mount.join(own.strip_prefix("/").unwrap_or(&own));
     support.controllers = std::fs::read_to_string(base.join("cgroup.controllers"))
         .unwrap_or_default()
         .split_whitespace()
         .map(String::from)
         .collect();
-    let missing: Vec<&str> =
-        REQUIRED_CONTROLLERS.iter().copied().filter(|c| !support.controllers.iter().any(|h| h == c)).collect();
+    let missing: Vec<&str> = REQUIRED_CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !support.controllers.iter().any(|h| h == c))
+        .collect();
     support.reason = if own == Path::new("/") {
         Some(format!(
             "the daemon runs in the root cgroup of {}; it only manages a delegated subtree (run it under systemd with Delegate=yes)",
@@ -110,10 +134,17 @@ impl CgroupRoot {
             std::fs::create_dir(&leaf).map_err(|e| CgroupError::Create(leaf.clone(), e))?;
         }
         write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
-        let enable: Vec<String> = REQUIRED_CONTROLLERS.iter().map(|c| format!("+{c}")).collect();
+        let enable: Vec<String> = REQUIRED_CONTROLLERS
+            .iter()
+            .map(|c| format!("+{c}"))
+            .collect();
         write(&self.base.join("cgroup.subtree_control"), &enable.join(" "))?;
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.base).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(&self.base)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if entry.file_name().to_string_lossy().starts_with(EXEC_PREFIX) {
                 ExecCgroup { path: entry.path() }.destroy()?;
                 removed += 1;
@@ -151,7 +182,8 @@ pub struct ExecCgroup {
 }
 
 fn keyed_value(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl ExecCgroup {
@@ -161,11 +193,18 @@ impl ExecCgroup {
 
     /// OOM kills inside this cgroup, from `memory.events`.
     pub fn oom_kills(&self) -> u64 {
-        std::fs::read_to_string(self.path.join("memory.events")).ok().and_then(|t| keyed_value(&t, "oom_kill")).unwrap_or(0)
+        std::fs::read_to_string(self.path.join("memory.events"))
+            .ok()
+            .and_then(|t| keyed_value(&t, "oom_kill"))
+            .unwrap_or(0)
     }
 
     pub fn peak_memory(&self) -> Option<u64> {
-        std::fs::read_to_string(self.path.join("memory.peak")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.path.join("memory.peak"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn cpu_time_ms(&self) -> Option<u64> {
@@ -190,7 +229,10 @@ impl ExecCgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Err(CgroupError::Remove(self.path, last.unwrap_or_else(|| std::io::Error::other("busy"))))
+        Err(CgroupError::Remove(
+            self.path,
+            last.unwrap_or_else(|| std::io::Error::other("busy")),
+        ))
     }
 }
 
@@ -217,8 +259,15 @@ mod tests {
         let service = fake.path().join("system.slice/ironclawd.service");
         std::fs::create_dir_all(&service).unwrap();
         std::fs::write(service.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        let mountinfo = format!("30 1 0:26 / {} rw - cgroup2 cgroup2 rw\n", fake.path().display());
-        let (s, root) = detect_from(&mountinfo, "0::/system.slice/ironclawd.service/supervisor\n", true);
+        let mountinfo = format!(
+            "30 1 0:26 / {} rw - cgroup2 cgroup2 rw\n",
+            fake.path().display()
+        );
+        let (s, root) = detect_from(
+            &mountinfo,
+            "0::/system.slice/ironclawd.service/supervisor\n",
+            true,
+        );
         assert!(s.usable, "{:?}", s.reason);
         let root = root.unwrap();
         let limits = Limits {
@@ -231,11 +280,24 @@ mod tests {
         };
         let cg = root.create("abc", &limits).unwrap();
         let dir = service.join("exec-abc");
-        assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
-        assert_eq!(std::fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.max")).unwrap(),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cpu.max")).unwrap(),
+            "50000 100000"
+        );
         assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap(), "16");
-        assert_eq!(std::fs::read_to_string(dir.join("memory.swap.max")).unwrap(), "0");
-        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.swap.max")).unwrap(),
+            "0"
+        );
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
         assert_eq!(cg.oom_kills(), 1);
         std::fs::write(dir.join("cpu.stat"), "usage_usec 1500000\nuser_usec 1\n").unwrap();
         assert_eq!(cg.cpu_time_ms(), Some(1500));

@@ -17,7 +17,11 @@ pub enum CalcError {
     Syntax(String),
     UnknownName(String),
     UnknownFunction(String),
-    Arity { function: &'static str, expected: &'static str, got: usize },
+    Arity {
+        function: &'static str,
+        expected: &'static str,
+        got: usize,
+    },
     DivisionByZero,
     Domain(String),
     TooLarge(String),
@@ -26,12 +30,22 @@ pub enum CalcError {
 impl fmt::Display for CalcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CalcError::TooLong(n) => write!(f, "expression is too long ({n} bytes, the limit is {MAX_LENGTH})"),
-            CalcError::TooDeep => write!(f, "expression is nested too deeply (the limit is {MAX_DEPTH} levels)"),
+            CalcError::TooLong(n) => write!(
+                f,
+                "expression is too long ({n} bytes, the limit is {MAX_LENGTH})"
+            ),
+            CalcError::TooDeep => write!(
+                f,
+                "expression is nested too deeply (the limit is {MAX_DEPTH} levels)"
+            ),
             CalcError::Syntax(m) => write!(f, "syntax error: {m}"),
             CalcError::UnknownName(n) => write!(f, "unknown name '{n}'"),
             CalcError::UnknownFunction(n) => write!(f, "unknown function '{n}'"),
-            CalcError::Arity { function, expected, got } => {
+            CalcError::Arity {
+                function,
+                expected,
+                got,
+            } => {
                 write!(f, "{function}() takes {expected} argument(s), {got} given")
             }
             CalcError::DivisionByZero => write!(f, "division by zero"),
@@ -85,7 +99,9 @@ fn tokenize(src: &str) -> Result<Vec<Token>, CalcError> {
             b')' => Token::RParen,
             b',' => Token::Comma,
             b'0'..=b'9' | b'.' => {
-                while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_') {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_')
+                {
                     i += 1;
                 }
                 if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
@@ -101,9 +117,9 @@ fn tokenize(src: &str) -> Result<Vec<Token>, CalcError> {
                     }
                 }
                 let text: String = src[start..i].chars().filter(|&c| c != '_').collect();
-                let value: f64 = text
-                    .parse()
-                    .map_err(|_| CalcError::Syntax(format!("invalid number '{}'", &src[start..i])))?;
+                let value: f64 = text.parse().map_err(|_| {
+                    CalcError::Syntax(format!("invalid number '{}'", &src[start..i]))
+                })?;
                 Token::Num(value)
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
@@ -114,7 +130,9 @@ fn tokenize(src: &str) -> Result<Vec<Token>, CalcError> {
             }
             _ => {
                 let ch = src[start..].chars().next().unwrap_or('?');
-                return Err(CalcError::Syntax(format!("unexpected character '{ch}' at position {start}")));
+                return Err(CalcError::Syntax(format!(
+                    "unexpected character '{ch}' at position {start}"
+                )));
             }
         };
         tokens.push(token);
@@ -151,7 +169,11 @@ impl Parser<'_> {
 
     fn descend(&mut self) -> Result<(), CalcError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH { Err(CalcError::TooDeep) } else { Ok(()) }
+        if self.depth > MAX_DEPTH {
+            Err(CalcError::TooDeep)
+        } else {
+            Ok(())
+        }
     }
 
     // expr := term (('+' | '-') term)*
@@ -167,7 +189,9 @@ impl Parser<'_> {
     // term := unary (('*' | '/' | '//' | '%') unary)*
     fn term(&mut self) -> Result<Expr, CalcError> {
         let mut left = self.unary()?;
-        while let Some(op @ (Token::Star | Token::Slash | Token::SlashSlash | Token::Percent)) = self.peek() {
+        while let Some(op @ (Token::Star | Token::Slash | Token::SlashSlash | Token::Percent)) =
+            self.peek()
+        {
             self.pos += 1;
             left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
         }
@@ -247,7 +271,10 @@ impl Parser<'_> {
     fn expect_rparen(&mut self) -> Result<(), CalcError> {
         match self.next() {
             Some(Token::RParen) => Ok(()),
-            Some(t) => Err(CalcError::Syntax(format!("expected ')' but found {}", describe(t)))),
+            Some(t) => Err(CalcError::Syntax(format!(
+                "expected ')' but found {}",
+                describe(t)
+            ))),
             None => Err(CalcError::Syntax("missing ')'".into())),
         }
     }
@@ -279,10 +306,18 @@ pub fn evaluate(src: &str) -> Result<f64, CalcError> {
     if tokens.is_empty() {
         return Err(CalcError::Syntax("empty expression".into()));
     }
-    let mut parser = Parser { src, tokens, pos: 0, depth: 0 };
+    let mut parser = Parser {
+        src,
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let ast = parser.expr()?;
     if let Some(t) = parser.peek() {
-        return Err(CalcError::Syntax(format!("unexpected {} after the expression", describe(t))));
+        return Err(CalcError::Syntax(format!(
+            "unexpected {} after the expression",
+            describe(t)
+        )));
     }
     eval(&ast)
 }
@@ -293,7 +328,9 @@ fn finite(value: f64, what: &str) -> Result<f64, CalcError> {
     } else if value.is_nan() {
         Err(CalcError::Domain(format!("{what} is undefined")))
     } else {
-        Err(CalcError::TooLarge(format!("{what} overflows a 64-bit float")))
+        Err(CalcError::TooLarge(format!(
+            "{what} overflows a 64-bit float"
+        )))
     }
 }
 
@@ -315,7 +352,9 @@ fn eval(e: &Expr) -> Result<f64, CalcError> {
                 Token::Star => a * b,
                 Token::Slash if b == 0.0 => return Err(CalcError::DivisionByZero),
                 Token::Slash => a / b,
-                Token::SlashSlash | Token::Percent if b == 0.0 => return Err(CalcError::DivisionByZero),
+                Token::SlashSlash | Token::Percent if b == 0.0 => {
+                    return Err(CalcError::DivisionByZero);
+                }
                 Token::SlashSlash => (a / b).floor(),
                 // Python semantics: the result takes the sign of the divisor.
                 Token::Percent => a - b * (a / b).floor(),
@@ -336,14 +375,18 @@ fn power(a: f64, b: f64) -> Result<f64, CalcError> {
         return Err(CalcError::DivisionByZero);
     }
     if a < 0.0 && b.fract() != 0.0 {
-        return Err(CalcError::Domain("negative number raised to a fractional power".into()));
+        return Err(CalcError::Domain(
+            "negative number raised to a fractional power".into(),
+        ));
     }
     finite(a.powf(b), "the power")
 }
 
 fn integer(function: &str, v: f64) -> Result<i64, CalcError> {
     if v.fract() != 0.0 || v.abs() > 9.007_199_254_740_992e15 {
-        return Err(CalcError::Domain(format!("{function}() needs integers, got {v}")));
+        return Err(CalcError::Domain(format!(
+            "{function}() needs integers, got {v}"
+        )));
     }
     Ok(v as i64)
 }
@@ -358,10 +401,14 @@ fn gcd(mut a: i64, mut b: i64) -> i64 {
 
 fn factorial(n: f64) -> Result<f64, CalcError> {
     if n < 0.0 || n.fract() != 0.0 {
-        return Err(CalcError::Domain(format!("factorial() needs a non-negative integer, got {n}")));
+        return Err(CalcError::Domain(format!(
+            "factorial() needs a non-negative integer, got {n}"
+        )));
     }
     if n > MAX_FACTORIAL {
-        return Err(CalcError::TooLarge(format!("factorial({n}) exceeds the largest 64-bit float")));
+        return Err(CalcError::TooLarge(format!(
+            "factorial({n}) exceeds the largest 64-bit float"
+        )));
     }
     Ok((1..=n as u32).fold(1.0, |acc, k| acc * f64::from(k)))
 }
@@ -370,7 +417,9 @@ fn combinations(n: f64, k: f64, permutations: bool) -> Result<f64, CalcError> {
     let name = if permutations { "perm" } else { "comb" };
     let (n, k) = (integer(name, n)?, integer(name, k)?);
     if n < 0 || k < 0 {
-        return Err(CalcError::Domain(format!("{name}() needs non-negative integers")));
+        return Err(CalcError::Domain(format!(
+            "{name}() needs non-negative integers"
+        )));
     }
     if k > n {
         return Ok(0.0);
@@ -383,7 +432,9 @@ fn combinations(n: f64, k: f64, permutations: bool) -> Result<f64, CalcError> {
             acc /= (i + 1) as f64;
         }
         if !acc.is_finite() {
-            return Err(CalcError::TooLarge(format!("{name}({n}, {k}) exceeds the largest 64-bit float")));
+            return Err(CalcError::TooLarge(format!(
+                "{name}({n}, {k}) exceeds the largest 64-bit float"
+            )));
         }
     }
     Ok(acc.round())
@@ -391,15 +442,49 @@ fn combinations(n: f64, k: f64, permutations: bool) -> Result<f64, CalcError> {
 
 /// The functions, by name, with the number of arguments each takes (`None` = one or more).
 pub const FUNCTIONS: &[(&str, Option<usize>)] = &[
-    ("sin", Some(1)), ("cos", Some(1)), ("tan", Some(1)), ("asin", Some(1)), ("acos", Some(1)),
-    ("atan", Some(1)), ("atan2", Some(2)), ("sinh", Some(1)), ("cosh", Some(1)), ("tanh", Some(1)),
-    ("asinh", Some(1)), ("acosh", Some(1)), ("atanh", Some(1)), ("exp", Some(1)), ("exp2", Some(1)),
-    ("expm1", Some(1)), ("ln", Some(1)), ("log", None), ("log10", Some(1)), ("log2", Some(1)),
-    ("log1p", Some(1)), ("sqrt", Some(1)), ("cbrt", Some(1)), ("pow", Some(2)), ("abs", Some(1)),
-    ("floor", Some(1)), ("ceil", Some(1)), ("round", None), ("trunc", Some(1)), ("sign", Some(1)),
-    ("factorial", Some(1)), ("gcd", None), ("lcm", None), ("min", None), ("max", None),
-    ("hypot", None), ("degrees", Some(1)), ("radians", Some(1)), ("fmod", Some(2)),
-    ("comb", Some(2)), ("perm", Some(2)), ("sum", None), ("mean", None),
+    ("sin", Some(1)),
+    ("cos", Some(1)),
+    ("tan", Some(1)),
+    ("asin", Some(1)),
+    ("acos", Some(1)),
+    ("atan", Some(1)),
+    ("atan2", Some(2)),
+    ("sinh", Some(1)),
+    ("cosh", Some(1)),
+    ("tanh", Some(1)),
+    ("asinh", Some(1)),
+    ("acosh", Some(1)),
+    ("atanh", Some(1)),
+    ("exp", Some(1)),
+    ("exp2", Some(1)),
+    ("expm1", Some(1)),
+    ("ln", Some(1)),
+    ("log", None),
+    ("log10", Some(1)),
+    ("log2", Some(1)),
+    ("log1p", Some(1)),
+    ("sqrt", Some(1)),
+    ("cbrt", Some(1)),
+    ("pow", Some(2)),
+    ("abs", Some(1)),
+    ("floor", Some(1)),
+    ("ceil", Some(1)),
+    ("round", None),
+    ("trunc", Some(1)),
+    ("sign", Some(1)),
+    ("factorial", Some(1)),
+    ("gcd", None),
+    ("lcm", None),
+    ("min", None),
+    ("max", None),
+    ("hypot", None),
+    ("degrees", Some(1)),
+    ("radians", Some(1)),
+    ("fmod", Some(2)),
+    ("comb", Some(2)),
+    ("perm", Some(2)),
+    ("sum", None),
+    ("mean", None),
 ];
 
 fn call(name: &str, args: &[f64]) -> Result<f64, CalcError> {
@@ -420,10 +505,20 @@ fn call(name: &str, args: &[f64]) -> Result<f64, CalcError> {
             (_, Some(2)) => "2",
             _ => "at least 1",
         };
-        return Err(CalcError::Arity { function, expected, got: args.len() });
+        return Err(CalcError::Arity {
+            function,
+            expected,
+            got: args.len(),
+        });
     }
     let x = args[0];
-    let domain = |cond: bool, msg: &str| if cond { Ok(()) } else { Err(CalcError::Domain(format!("{function}(): {msg}"))) };
+    let domain = |cond: bool, msg: &str| {
+        if cond {
+            Ok(())
+        } else {
+            Err(CalcError::Domain(format!("{function}(): {msg}")))
+        }
+    };
     let value = match function {
         "sin" => x.sin(),
         "cos" => x.cos(),
@@ -488,7 +583,11 @@ fn call(name: &str, args: &[f64]) -> Result<f64, CalcError> {
         },
         "trunc" => x.trunc(),
         "sign" => {
-            if x == 0.0 { 0.0 } else { x.signum() }
+            if x == 0.0 {
+                0.0
+            } else {
+                x.signum()
+            }
         }
         "factorial" => factorial(x)?,
         "gcd" | "lcm" => {
@@ -503,7 +602,9 @@ fn call(name: &str, args: &[f64]) -> Result<f64, CalcError> {
                     (acc / gcd(acc, v))
                         .checked_mul(v)
                         .map(i64::abs)
-                        .ok_or_else(|| CalcError::TooLarge("lcm() overflows a 64-bit integer".into()))?
+                        .ok_or_else(|| {
+                            CalcError::TooLarge("lcm() overflows a 64-bit integer".into())
+                        })?
                 };
             }
             acc.abs() as f64
@@ -573,7 +674,10 @@ mod tests {
         assert_eq!(ok("round(2.567, 2)"), 2.57);
         assert_eq!(ok("floor(-1.5) + ceil(1.2) + trunc(-1.7) + sign(-3)"), -2.0);
         assert_eq!(ok("comb(5, 2) + perm(5, 2)"), 30.0);
-        assert!(close(ok("degrees(pi) + radians(180)"), 180.0 + std::f64::consts::PI));
+        assert!(close(
+            ok("degrees(pi) + radians(180)"),
+            180.0 + std::f64::consts::PI
+        ));
         assert!(close(ok("tau / 2"), std::f64::consts::PI));
         assert!(FUNCTIONS.len() >= 30);
     }
@@ -585,20 +689,38 @@ mod tests {
         assert!(matches!(evaluate("sqrt(-1)"), Err(CalcError::Domain(_))));
         assert!(matches!(evaluate("log(0)"), Err(CalcError::Domain(_))));
         assert!(matches!(evaluate("acos(2)"), Err(CalcError::Domain(_))));
-        assert_eq!(evaluate("foo + 1"), Err(CalcError::UnknownName("foo".into())));
-        assert_eq!(evaluate("bar(1)"), Err(CalcError::UnknownFunction("bar".into())));
-        assert!(matches!(evaluate("sin(1, 2)"), Err(CalcError::Arity { .. })));
+        assert_eq!(
+            evaluate("foo + 1"),
+            Err(CalcError::UnknownName("foo".into()))
+        );
+        assert_eq!(
+            evaluate("bar(1)"),
+            Err(CalcError::UnknownFunction("bar".into()))
+        );
+        assert!(matches!(
+            evaluate("sin(1, 2)"),
+            Err(CalcError::Arity { .. })
+        ));
         assert!(matches!(evaluate("1 +"), Err(CalcError::Syntax(_))));
         assert!(matches!(evaluate("(1"), Err(CalcError::Syntax(_))));
-        assert!(matches!(evaluate("__import__('os')"), Err(CalcError::Syntax(_))));
+        assert!(matches!(
+            evaluate("__import__('os')"),
+            Err(CalcError::Syntax(_))
+        ));
     }
 
     #[test]
     fn huge_results_fail_fast() {
-        assert!(matches!(evaluate("factorial(100000)"), Err(CalcError::TooLarge(_))));
+        assert!(matches!(
+            evaluate("factorial(100000)"),
+            Err(CalcError::TooLarge(_))
+        ));
         assert!(matches!(evaluate("9**9**9"), Err(CalcError::TooLarge(_))));
         assert!(matches!(evaluate("10 ** 400"), Err(CalcError::TooLarge(_))));
-        assert!(matches!(evaluate("comb(100000, 50000)"), Err(CalcError::TooLarge(_))));
+        assert!(matches!(
+            evaluate("comb(100000, 50000)"),
+            Err(CalcError::TooLarge(_))
+        ));
         assert!(matches!(evaluate("exp(1000)"), Err(CalcError::TooLarge(_))));
     }
 
