@@ -29,27 +29,16 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+        ApiError { status, code, message: message.into() }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": {"code": self.code, "message": self.message}})),
-        )
-            .into_response();
-        if self.status == StatusCode::TOO_MANY_REQUESTS
-            || self.status == StatusCode::SERVICE_UNAVAILABLE
-        {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut response =
+            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }
@@ -61,33 +50,17 @@ impl From<SupervisorError> for ApiError {
         let message = e.to_string();
         match e {
             NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", message),
-            NotRunnable {
-                state: "disabled", ..
-            } => ApiError::new(StatusCode::CONFLICT, "plugin_disabled", message),
-            NotRunnable { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "plugin_not_runnable", message)
-            }
-            InvalidParameters { .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameters", message)
-            }
+            NotRunnable { state: "disabled", .. } => ApiError::new(StatusCode::CONFLICT, "plugin_disabled", message),
+            NotRunnable { .. } => ApiError::new(StatusCode::CONFLICT, "plugin_not_runnable", message),
+            InvalidParameters { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameters", message),
             Overloaded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message),
-            ShuttingDown => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message)
-            }
-            ExecutionNotFound(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", message)
-            }
-            AlreadyFinished(_) => {
-                ApiError::new(StatusCode::CONFLICT, "execution_finished", message)
-            }
+            ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
+            ExecutionNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", message),
+            AlreadyFinished(_) => ApiError::new(StatusCode::CONFLICT, "execution_finished", message),
             Registry(_) | TaskFailed => {
                 // Internal details go to the log, never to the client.
                 tracing::error!(error = %crate::runner::error_chain(&e), "internal error");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the daemon log",
-                )
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon log")
             }
         }
     }
@@ -114,11 +87,7 @@ fn json_rejection(r: JsonRejection) -> ApiError {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         _ => "invalid_request",
     };
-    let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
+    let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
     ApiError::new(status, code, r.body_text())
 }
 
@@ -126,11 +95,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     if valid_name(name) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "plugin_not_found",
-            format!("no plugin named {name:?}"),
-        ))
+        Err(ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", format!("no plugin named {name:?}")))
     }
 }
 
@@ -138,11 +103,7 @@ fn check_execution_id(id: &str) -> Result<(), ApiError> {
     if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "execution_not_found",
-            format!("no execution with id {id:?}"),
-        ))
+        Err(ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", format!("no execution with id {id:?}")))
     }
 }
 
@@ -201,18 +162,12 @@ async fn execute(
             format!("plugin_name {given:?} does not match the plugin in the path {name:?}"),
         ));
     }
-    let wait = if body.wait {
-        Wait::Result
-    } else {
-        Wait::Detach
-    };
+    let wait = if body.wait { Wait::Result } else { Wait::Detach };
     match s.execute(&name, body.parameters, wait).await? {
         Started::Finished(result) => Ok(Json(*result).into_response()),
-        Started::Detached(id) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({"id": id, "status": "running"})),
-        )
-            .into_response()),
+        Started::Detached(id) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "running"}))).into_response())
+        }
     }
 }
 
@@ -222,11 +177,7 @@ struct EnableBody {
     enabled: bool,
 }
 
-async fn enable(
-    State(s): Sup,
-    Path(name): Path<String>,
-    ApiJson(body): ApiJson<EnableBody>,
-) -> ApiResult {
+async fn enable(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<EnableBody>) -> ApiResult {
     check_name(&name)?;
     Ok(Json(s.set_enabled(&name, body.enabled)?))
 }
@@ -277,11 +228,7 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this endpoint",
-    )
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
 }
 
 /// All routes, in one table.
@@ -296,21 +243,14 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/api/v1/plugins/{name}/enable", put(enable))
         .route("/api/v1/plugins/{name}/stats", get(plugin_stats))
         .route("/api/v1/executions", get(list_executions))
-        .route(
-            "/api/v1/executions/{id}",
-            get(get_execution).delete(cancel_execution),
-        )
+        .route("/api/v1/executions/{id}", get(get_execution).delete(cancel_execution))
         .route("/api/v1/stats", get(stats))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; see the daemon log",
-            )
-            .into_response()
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon log")
+                .into_response()
         }))
         .layer(TraceLayer::new_for_http())
         .with_state(supervisor)

@@ -11,11 +11,7 @@ use crate::client::{Answer, Client, Endpoint};
 use crate::config::DEFAULT_SOCKET;
 
 #[derive(Parser)]
-#[command(
-    name = "ironclaw",
-    version,
-    about = "Control the Ironclaw sandbox daemon"
-)]
+#[command(name = "ironclaw", version, about = "Control the Ironclaw sandbox daemon")]
 pub struct Cli {
     /// The daemon's unix socket.
     #[arg(long, env = "IRONCLAW_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -102,56 +98,31 @@ pub fn main() -> ExitCode {
         },
         None => Endpoint::Unix(cli.socket.clone()),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(run(cli, Client::new(endpoint)))
 }
 
 fn parse_param(raw: &str) -> Result<(String, Value), String> {
-    let (k, v) = raw
-        .split_once('=')
-        .ok_or_else(|| format!("--param {raw:?}: expected KEY=VALUE"))?;
+    let (k, v) = raw.split_once('=').ok_or_else(|| format!("--param {raw:?}: expected KEY=VALUE"))?;
     if k.is_empty() {
         return Err(format!("--param {raw:?}: the key is empty"));
     }
-    Ok((
-        k.to_string(),
-        serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())),
-    ))
+    Ok((k.to_string(), serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))))
 }
 
 async fn run(cli: Cli, client: Client) -> ExitCode {
     let answer = match &cli.command {
-        Command::Plugins {
-            command: PluginsCommand::List,
-        } => client.get("/api/v1/plugins").await,
-        Command::Plugins {
-            command: PluginsCommand::Info { name },
-        } => client.get(&format!("/api/v1/plugins/{name}")).await,
+        Command::Plugins { command: PluginsCommand::List } => client.get("/api/v1/plugins").await,
+        Command::Plugins { command: PluginsCommand::Info { name } } => {
+            client.get(&format!("/api/v1/plugins/{name}")).await
+        }
         Command::Enable { name } => {
-            client
-                .put(
-                    &format!("/api/v1/plugins/{name}/enable"),
-                    &json!({"enabled": true}),
-                )
-                .await
+            client.put(&format!("/api/v1/plugins/{name}/enable"), &json!({"enabled": true})).await
         }
         Command::Disable { name } => {
-            client
-                .put(
-                    &format!("/api/v1/plugins/{name}/enable"),
-                    &json!({"enabled": false}),
-                )
-                .await
+            client.put(&format!("/api/v1/plugins/{name}/enable"), &json!({"enabled": false})).await
         }
-        Command::Exec {
-            name,
-            params,
-            json_params,
-            detach,
-        } => {
+        Command::Exec { name, params, json_params, detach } => {
             let parameters = match json_params {
                 Some(text) => match serde_json::from_str::<Value>(text) {
                     Ok(v) => v,
@@ -177,27 +148,19 @@ async fn run(cli: Cli, client: Client) -> ExitCode {
                 }
             };
             client
-                .post(
-                    &format!("/api/v1/plugins/{name}/execute"),
-                    &json!({"parameters": parameters, "wait": !detach}),
-                )
+                .post(&format!("/api/v1/plugins/{name}/execute"), &json!({"parameters": parameters, "wait": !detach}))
                 .await
         }
         Command::Execution { id } => client.get(&format!("/api/v1/executions/{id}")).await,
         Command::Executions { running, plugin } => {
-            let mut path = format!(
-                "/api/v1/executions?state={}",
-                if *running { "running" } else { "all" }
-            );
+            let mut path = format!("/api/v1/executions?state={}", if *running { "running" } else { "all" });
             if let Some(p) = plugin {
                 path.push_str(&format!("&plugin={p}"));
             }
             client.get(&path).await
         }
         Command::Cancel { id } => client.delete(&format!("/api/v1/executions/{id}")).await,
-        Command::Stats { name: Some(name) } => {
-            client.get(&format!("/api/v1/plugins/{name}/stats")).await
-        }
+        Command::Stats { name: Some(name) } => client.get(&format!("/api/v1/plugins/{name}/stats")).await,
         Command::Stats { name: None } => client.get("/api/v1/stats").await,
         Command::System => client.get("/api/v1/system").await,
         Command::Doctor { .. } => unreachable!("handled before connecting"),
@@ -216,9 +179,7 @@ fn report(cli: &Cli, answer: Answer) -> ExitCode {
     let Answer { status, body } = answer;
     if !status.is_success() {
         let code = body["error"]["code"].as_str().unwrap_or("error");
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or("the daemon returned an error");
+        let message = body["error"]["message"].as_str().unwrap_or("the daemon returned an error");
         if cli.json {
             println!("{body}");
         } else {
@@ -227,20 +188,12 @@ fn report(cli: &Cli, answer: Answer) -> ExitCode {
         return ExitCode::from(EXIT_FAILURE);
     }
     if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&body).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
     } else {
         print!("{}", render(&cli.command, &body));
     }
-    let failed_execution =
-        matches!(cli.command, Command::Exec { detach: false, .. }) && body["status"] != "success";
-    if failed_execution {
-        ExitCode::from(EXIT_FAILURE)
-    } else {
-        ExitCode::SUCCESS
-    }
+    let failed_execution = matches!(cli.command, Command::Exec { detach: false, .. }) && body["status"] != "success";
+    if failed_execution { ExitCode::from(EXIT_FAILURE) } else { ExitCode::SUCCESS }
 }
 
 fn text(v: &Value) -> String {
@@ -260,12 +213,7 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
         }
     }
     let line = |cells: Vec<String>| {
-        let mut out = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ");
+        let mut out = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ");
         out.truncate(out.trim_end().len());
         out + "\n"
     };
@@ -278,62 +226,31 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 
 fn key_values(pairs: Vec<(&str, String)>) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    pairs
-        .into_iter()
-        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-        .collect()
+    pairs.into_iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }
 
 fn render(command: &Command, body: &Value) -> String {
     match command {
-        Command::Plugins {
-            command: PluginsCommand::List,
-        } => table(
-            &[
-                "name",
-                "version",
-                "runtime",
-                "state",
-                "description / reason",
-            ],
+        Command::Plugins { command: PluginsCommand::List } => table(
+            &["name", "version", "runtime", "state", "description / reason"],
             body["plugins"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|p| {
-                    let note = if p["reason"].is_null() {
-                        text(&p["description"])
-                    } else {
-                        text(&p["reason"])
-                    };
-                    vec![
-                        text(&p["name"]),
-                        text(&p["version"]),
-                        text(&p["runtime"]),
-                        text(&p["state"]),
-                        note,
-                    ]
+                    let note = if p["reason"].is_null() { text(&p["description"]) } else { text(&p["reason"]) };
+                    vec![text(&p["name"]), text(&p["version"]), text(&p["runtime"]), text(&p["state"]), note]
                 })
                 .collect(),
         ),
         Command::Exec { detach: false, .. } | Command::Execution { .. } => {
             let mut pairs = vec![
                 ("id", text(&body["id"])),
-                (
-                    "plugin",
-                    format!(
-                        "{} {}",
-                        text(&body["plugin"]),
-                        text(&body["plugin_version"])
-                    ),
-                ),
+                ("plugin", format!("{} {}", text(&body["plugin"]), text(&body["plugin_version"]))),
                 ("status", text(&body["status"])),
             ];
             if !body["data"].is_null() {
-                pairs.push((
-                    "data",
-                    serde_json::to_string_pretty(&body["data"]).unwrap_or_default(),
-                ));
+                pairs.push(("data", serde_json::to_string_pretty(&body["data"]).unwrap_or_default()));
             }
             if !body["error"].is_null() {
                 pairs.push(("error", text(&body["error"])));
@@ -344,16 +261,9 @@ fn render(command: &Command, body: &Value) -> String {
             if !body["duration_ms"].is_null() {
                 pairs.push((
                     "duration",
-                    format!(
-                        "{} ms (cpu {} ms)",
-                        text(&body["duration_ms"]),
-                        text(&body["cpu_time_ms"])
-                    ),
+                    format!("{} ms (cpu {} ms)", text(&body["duration_ms"]), text(&body["cpu_time_ms"])),
                 ));
-                pairs.push((
-                    "peak memory",
-                    format!("{} bytes", text(&body["peak_memory_bytes"])),
-                ));
+                pairs.push(("peak memory", format!("{} bytes", text(&body["peak_memory_bytes"]))));
                 pairs.push(("layers", body["layers"].to_string()));
             }
             key_values(pairs)
@@ -364,37 +274,18 @@ fn render(command: &Command, body: &Value) -> String {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|e| {
-                    vec![
-                        text(&e["id"]),
-                        text(&e["plugin"]),
-                        text(&e["status"]),
-                        text(&e["duration_ms"]),
-                    ]
-                })
+                .map(|e| vec![text(&e["id"]), text(&e["plugin"]), text(&e["status"]), text(&e["duration_ms"])])
                 .collect(),
         ),
         Command::Stats { .. } => {
             let mut out = key_values(vec![
                 ("executions", text(&body["total"])),
-                (
-                    "latency p50",
-                    format!("{} ms", text(&body["latency_ms"]["p50"])),
-                ),
-                (
-                    "latency p95",
-                    format!("{} ms", text(&body["latency_ms"]["p95"])),
-                ),
-                (
-                    "peak memory",
-                    format!("{} bytes", text(&body["peak_memory_bytes"])),
-                ),
+                ("latency p50", format!("{} ms", text(&body["latency_ms"]["p50"]))),
+                ("latency p95", format!("{} ms", text(&body["latency_ms"]["p95"]))),
+                ("peak memory", format!("{} bytes", text(&body["peak_memory_bytes"]))),
             ]);
             if let Some(by) = body["by_status"].as_object() {
-                out += &table(
-                    &["status", "count"],
-                    by.iter().map(|(k, v)| vec![k.clone(), text(v)]).collect(),
-                );
+                out += &table(&["status", "count"], by.iter().map(|(k, v)| vec![k.clone(), text(v)]).collect());
             }
             out
         }
@@ -404,29 +295,18 @@ fn render(command: &Command, body: &Value) -> String {
                 ("version", text(&body["version"])),
                 ("plugin API", text(&body["plugin_api_version"])),
                 ("kernel", text(&body["host"]["kernel"])),
-                (
-                    "executions allowed",
-                    text(&body["policy"]["executions_allowed"]),
-                ),
+                ("executions allowed", text(&body["policy"]["executions_allowed"])),
             ]);
             if !body["policy"]["refusal"].is_null() {
                 out += &format!("refusal: {}\n", text(&body["policy"]["refusal"]));
             }
             out += &table(
                 &["layer", "status"],
-                layers
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| vec![k.clone(), text(v)])
-                    .collect(),
+                layers.as_object().into_iter().flatten().map(|(k, v)| vec![k.clone(), text(v)]).collect(),
             );
             out
         }
-        _ => format!(
-            "{}\n",
-            serde_json::to_string_pretty(body).unwrap_or_default()
-        ),
+        _ => format!("{}\n", serde_json::to_string_pretty(body).unwrap_or_default()),
     }
 }
 
@@ -434,10 +314,7 @@ fn render(command: &Command, body: &Value) -> String {
 fn doctor(policies: &PathBuf, as_json: bool) -> ExitCode {
     let (host, _) = crate::supervisor::probe_host();
     let policy = crate::policy::PolicySet::load(policies);
-    let requirements = policy
-        .as_ref()
-        .map(|p| p.requirements.clone())
-        .unwrap_or_default();
+    let requirements = policy.as_ref().map(|p| p.requirements.clone()).unwrap_or_default();
     let verdict = match &policy {
         Ok(p) => p.requirements.check_host(&host).map_err(|e| e.to_string()),
         Err(e) => Err(crate::runner::error_chain(e)),
@@ -460,25 +337,14 @@ fn doctor(policies: &PathBuf, as_json: bool) -> ExitCode {
     };
     let rows = vec![
         row(Layer::Namespaces, format!("{:?}", host.namespaces)),
-        row(
-            Layer::Landlock,
-            format!("ABI {}", host.landlock_abi.unwrap_or(0)),
-        ),
+        row(Layer::Landlock, format!("ABI {}", host.landlock_abi.unwrap_or(0))),
         row(Layer::Seccomp, "filters with errno and kill actions".into()),
-        row(
-            Layer::CgroupV2,
-            format!(
-                "controllers {:?} at {:?}",
-                host.cgroup_v2.controllers, host.cgroup_v2.mount
-            ),
-        ),
+        row(Layer::CgroupV2, format!("controllers {:?} at {:?}", host.cgroup_v2.controllers, host.cgroup_v2.mount)),
     ];
-    let report = json!({"host": host, "layers": rows, "policy_ok": verdict.is_ok(), "policy_error": verdict.as_ref().err()});
+    let report =
+        json!({"host": host, "layers": rows, "policy_ok": verdict.is_ok(), "policy_error": verdict.as_ref().err()});
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
         print!(
             "{}",
@@ -507,11 +373,7 @@ fn doctor(policies: &PathBuf, as_json: bool) -> ExitCode {
             Err(e) => println!("policy: NOT MET: {e}"),
         }
     }
-    if verdict.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILURE)
-    }
+    if verdict.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) }
 }
 
 #[cfg(test)]
@@ -520,14 +382,8 @@ mod tests {
 
     #[test]
     fn params_are_json_when_they_parse() {
-        assert_eq!(
-            parse_param("precision=5").unwrap(),
-            ("precision".into(), json!(5))
-        );
-        assert_eq!(
-            parse_param("expression=sqrt(16)").unwrap(),
-            ("expression".into(), json!("sqrt(16)"))
-        );
+        assert_eq!(parse_param("precision=5").unwrap(), ("precision".into(), json!(5)));
+        assert_eq!(parse_param("expression=sqrt(16)").unwrap(), ("expression".into(), json!("sqrt(16)")));
         assert!(parse_param("novalue").is_err());
         assert!(parse_param("=x").is_err());
     }

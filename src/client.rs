@@ -34,9 +34,7 @@ pub enum Endpoint {
 impl Endpoint {
     /// `http://host:port` for TCP.
     pub fn from_url(url: &str) -> Result<Self, ClientError> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| ClientError::Url(url.into()))?;
+        let rest = url.strip_prefix("http://").ok_or_else(|| ClientError::Url(url.into()))?;
         let authority = rest.trim_end_matches('/');
         if authority.is_empty() || authority.contains('/') {
             return Err(ClientError::Url(url.into()));
@@ -71,22 +69,15 @@ impl Client {
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, ClientError> {
-        self.send(Method::POST, path, Some(body.to_string().into_bytes()))
-            .await
+        self.send(Method::POST, path, Some(body.to_string().into_bytes())).await
     }
 
     pub async fn put(&self, path: &str, body: &Value) -> Result<Answer, ClientError> {
-        self.send(Method::PUT, path, Some(body.to_string().into_bytes()))
-            .await
+        self.send(Method::PUT, path, Some(body.to_string().into_bytes())).await
     }
 
     /// Sends raw bytes as the body (for tests of malformed input).
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Answer, ClientError> {
+    pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
         let (host, mut sender) = match &self.endpoint {
             Endpoint::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
@@ -95,53 +86,35 @@ impl Client {
                 ("localhost".to_string(), handshake(stream).await?)
             }
             Endpoint::Tcp(addr) => {
-                let stream = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .map_err(|e| ClientError::Connect(addr.clone(), e))?;
+                let stream =
+                    tokio::net::TcpStream::connect(addr).await.map_err(|e| ClientError::Connect(addr.clone(), e))?;
                 (addr.clone(), handshake(stream).await?)
             }
         };
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", host);
+        let mut builder = Request::builder().method(method).uri(path).header("host", host);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(ClientError::Request)?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(ClientError::Http)?;
+        let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(ClientError::Request)?;
+        let response = sender.send_request(request).await.map_err(ClientError::Http)?;
         let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(ClientError::Http)?
-            .to_bytes();
+        let bytes = response.into_body().collect().await.map_err(ClientError::Http)?.to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|_| {
-                ClientError::Decode(String::from_utf8_lossy(&bytes).chars().take(200).collect())
-            })?
+            serde_json::from_slice(&bytes)
+                .map_err(|_| ClientError::Decode(String::from_utf8_lossy(&bytes).chars().take(200).collect()))?
         };
         Ok(Answer { status, body })
     }
 }
 
-async fn handshake<S>(
-    stream: S,
-) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
+async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(ClientError::Http)?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ClientError::Http)?;
     tokio::spawn(connection);
     Ok(sender)
 }

@@ -147,19 +147,14 @@ impl Default for ExecutionConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig {
-            uid_base: 2_100_000_000,
-            extra_read_paths: Vec::new(),
-        }
+        RunnerConfig { uid_base: 2_100_000_000, extra_read_paths: Vec::new() }
     }
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
-        let config: Config =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse(parse_error(path, &text, &e)))?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse(parse_error(path, &text, &e)))?;
         config.validate()?;
         Ok(config)
     }
@@ -170,21 +165,12 @@ impl Config {
             return invalid("executions.max_concurrent must be at least 1".into());
         }
         if self.runner.uid_base == 0
-            || self
-                .runner
-                .uid_base
-                .checked_add(self.executions.max_concurrent as u32)
-                .is_none()
+            || self.runner.uid_base.checked_add(self.executions.max_concurrent as u32).is_none()
         {
-            return invalid(
-                "runner.uid_base must be non-zero and leave room for max_concurrent ids".into(),
-            );
+            return invalid("runner.uid_base must be non-zero and leave room for max_concurrent ids".into());
         }
         if u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).is_err() {
-            return invalid(format!(
-                "api.socket_mode {:?} is not an octal mode",
-                self.api.socket_mode
-            ));
+            return invalid(format!("api.socket_mode {:?} is not an octal mode", self.api.socket_mode));
         }
         if self.api.socket.as_os_str().is_empty() && self.api.tcp.is_none() {
             return invalid("nothing to listen on: set api.socket or api.tcp".into());
@@ -219,11 +205,7 @@ mod tests {
     #[test]
     fn effective_limits_are_capped() {
         let config = Config::default();
-        let declared = DeclaredLimits {
-            memory: Some(ByteSize(64 << 30)),
-            pids: Some(4),
-            ..Default::default()
-        };
+        let declared = DeclaredLimits { memory: Some(ByteSize(64 << 30)), pids: Some(4), ..Default::default() };
         let l = config.effective_limits(&declared);
         assert_eq!(l.memory, config.max_limits.memory);
         assert_eq!(l.pids, 4);
@@ -236,16 +218,8 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[api]\nsocket = \"/tmp/x.sock\"\nport = 1\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
-        assert!(
-            err.contains("c.toml:3:1") && err.contains("unknown field `port`"),
-            "{err}"
-        );
+        assert!(err.contains("c.toml:3:1") && err.contains("unknown field `port`"), "{err}");
         std::fs::write(&path, "[executions]\nmax_concurrent = 0\n").unwrap();
-        assert!(
-            Config::load(&path)
-                .unwrap_err()
-                .to_string()
-                .contains("max_concurrent")
-        );
+        assert!(Config::load(&path).unwrap_err().to_string().contains("max_concurrent"));
     }
 }

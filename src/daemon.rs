@@ -35,16 +35,12 @@ pub enum DaemonError {
 
 /// Loads everything, binds the listeners and serves until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
-    std::fs::create_dir_all(&config.state_dir)
-        .map_err(|e| DaemonError::StateDir(config.state_dir.clone(), e))?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| DaemonError::StateDir(config.state_dir.clone(), e))?;
     let (host, cgroups) = supervisor::probe_host();
     if let Some(root) = &cgroups {
         let removed = root.prepare()?;
         if removed > 0 {
-            tracing::warn!(
-                removed,
-                "removed execution cgroups left by a previous daemon"
-            );
+            tracing::warn!(removed, "removed execution cgroups left by a previous daemon");
         }
     }
     let policy = PolicySet::load(&config.policies_dir)?;
@@ -67,11 +63,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             tracing::error!(%reason, "policy requirements are NOT met: every execution will be refused")
         }
     }
-    let enabled = registry
-        .plugins
-        .values()
-        .filter(|e| e.state == crate::registry::PluginState::Enabled)
-        .count();
+    let enabled = registry.plugins.values().filter(|e| e.state == crate::registry::PluginState::Enabled).count();
     tracing::info!(plugins = registry.plugins.len(), enabled, "plugins loaded");
 
     let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, registry);
@@ -91,35 +83,23 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(socket = %path.display(), "listening");
         let app = router.clone();
         let shutdown = stopped();
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
+        servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
     }
     if let Some(addr) = config.api.tcp {
         if !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the TCP API listens beyond loopback");
         }
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| DaemonError::Bind(addr.to_string(), e))?;
+        let listener = TcpListener::bind(addr).await.map_err(|e| DaemonError::Bind(addr.to_string(), e))?;
         tracing::info!(%addr, "listening");
         let app = router.clone();
         let shutdown = stopped();
-        servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
+        servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
     }
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new executions, waiting for in-flight ones");
     let _ = stop_tx.send(true);
-    supervisor
-        .shutdown(config.executions.shutdown_grace.0)
-        .await;
+    supervisor.shutdown(config.executions.shutdown_grace.0).await;
     while let Some(done) = servers.join_next().await {
         if let Ok(Err(e)) = done {
             tracing::error!(error = %e, "server error");
@@ -146,8 +126,7 @@ async fn wait_for_signal() {
 /// sets the configured mode and group.
 fn bind_unix(path: &Path, config: &Config) -> Result<UnixListener, DaemonError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| DaemonError::Bind(path.display().to_string(), e))?;
+        std::fs::create_dir_all(parent).map_err(|e| DaemonError::Bind(path.display().to_string(), e))?;
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -155,8 +134,7 @@ fn bind_unix(path: &Path, config: &Config) -> Result<UnixListener, DaemonError> 
         }
         let _ = std::fs::remove_file(path);
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| DaemonError::Bind(path.display().to_string(), e))?;
+    let listener = UnixListener::bind(path).map_err(|e| DaemonError::Bind(path.display().to_string(), e))?;
     if let Some(group) = &config.api.socket_group {
         let gid = match group.parse::<u32>() {
             Ok(gid) => nix::unistd::Gid::from_raw(gid),
@@ -180,9 +158,7 @@ fn bind_unix(path: &Path, config: &Config) -> Result<UnixListener, DaemonError> 
 pub fn init_tracing(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONCLAW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -145,19 +145,10 @@ mod tests {
     fn oversized_and_malformed_frames_are_rejected() {
         let mut buf = (u32::MAX).to_le_bytes().to_vec();
         buf.extend_from_slice(b"x");
-        assert!(matches!(
-            read_frame::<RunnerMessage>(&buf[..]),
-            Err(IpcError::TooLarge(..))
-        ));
+        assert!(matches!(read_frame::<RunnerMessage>(&buf[..]), Err(IpcError::TooLarge(..))));
         let mut buf = 3u32.to_le_bytes().to_vec();
         buf.extend_from_slice(b"{x}");
-        assert!(matches!(
-            read_frame::<RunnerMessage>(&buf[..]),
-            Err(IpcError::Decode(_))
-        ));
-        assert!(matches!(
-            read_frame::<RunnerMessage>(&[1u8][..]),
-            Err(IpcError::Read(_))
-        ));
+        assert!(matches!(read_frame::<RunnerMessage>(&buf[..]), Err(IpcError::Decode(_))));
+        assert!(matches!(read_frame::<RunnerMessage>(&[1u8][..]), Err(IpcError::Read(_))));
     }
 }

@@ -87,31 +87,21 @@ pub struct Requirements {
 
 impl Requirements {
     /// Checks what a runner applied (and the resource backend) against the requirements.
-    pub fn check_applied(
-        &self,
-        applied: &AppliedLayers,
-        resources: ResourceBackend,
-    ) -> Result<(), String> {
+    pub fn check_applied(&self, applied: &AppliedLayers, resources: ResourceBackend) -> Result<(), String> {
         for layer in &self.layers {
             let ok = match layer {
-                Layer::Namespaces => NAMESPACES
-                    .iter()
-                    .all(|n| applied.namespaces.iter().any(|a| a == n)),
+                Layer::Namespaces => NAMESPACES.iter().all(|n| applied.namespaces.iter().any(|a| a == n)),
                 Layer::Landlock => applied.landlock.status != LandlockEnforcement::NotEnforced,
                 Layer::Seccomp => applied.seccomp,
                 Layer::CgroupV2 => resources == ResourceBackend::CgroupV2,
             };
             if !ok {
-                return Err(format!(
-                    "policy requires layer '{layer}', which was not applied"
-                ));
+                return Err(format!("policy requires layer '{layer}', which was not applied"));
             }
         }
         if let Some(min) = self.landlock_min_abi {
             match applied.landlock.abi {
-                Some(abi)
-                    if abi >= min
-                        && applied.landlock.status != LandlockEnforcement::NotEnforced => {}
+                Some(abi) if abi >= min && applied.landlock.status != LandlockEnforcement::NotEnforced => {}
                 abi => {
                     return Err(format!(
                         "policy requires Landlock ABI {min} or later, the runner applied {}",
@@ -127,17 +117,13 @@ impl Requirements {
     pub fn check_host(&self, host: &HostSupport) -> Result<(), String> {
         for layer in &self.layers {
             if let Some(reason) = host.missing(*layer) {
-                return Err(format!(
-                    "policy requires layer '{layer}', which this host cannot enforce: {reason}"
-                ));
+                return Err(format!("policy requires layer '{layer}', which this host cannot enforce: {reason}"));
             }
         }
         if let Some(min) = self.landlock_min_abi {
             let abi = host.landlock_abi.unwrap_or(0);
             if abi < min {
-                return Err(format!(
-                    "policy requires Landlock ABI {min} or later, this host has ABI {abi}"
-                ));
+                return Err(format!("policy requires Landlock ABI {min} or later, this host has ABI {abi}"));
             }
         }
         Ok(())
@@ -175,10 +161,7 @@ impl HostSupport {
     pub fn missing(&self, layer: Layer) -> Option<String> {
         match layer {
             Layer::Namespaces => {
-                let absent: Vec<_> = NAMESPACES
-                    .iter()
-                    .filter(|n| !self.namespaces.iter().any(|h| h == *n))
-                    .collect();
+                let absent: Vec<_> = NAMESPACES.iter().filter(|n| !self.namespaces.iter().any(|h| h == *n)).collect();
                 if !self.running_as_root {
                     Some("the daemon is not running as root".into())
                 } else if !absent.is_empty() {
@@ -187,26 +170,15 @@ impl HostSupport {
                     None
                 }
             }
-            Layer::Landlock => self
-                .landlock_abi
-                .is_none()
-                .then(|| "Landlock is not enabled in this kernel".into()),
+            Layer::Landlock => self.landlock_abi.is_none().then(|| "Landlock is not enabled in this kernel".into()),
             Layer::Seccomp => (!self.seccomp).then(|| "seccomp filters are not available".into()),
-            Layer::CgroupV2 => (!self.cgroup_v2.usable).then(|| {
-                self.cgroup_v2
-                    .reason
-                    .clone()
-                    .unwrap_or_else(|| "cgroup v2 is not usable".into())
-            }),
+            Layer::CgroupV2 => (!self.cgroup_v2.usable)
+                .then(|| self.cgroup_v2.reason.clone().unwrap_or_else(|| "cgroup v2 is not usable".into())),
         }
     }
 
     pub fn resource_backend(&self) -> ResourceBackend {
-        if self.cgroup_v2.usable {
-            ResourceBackend::CgroupV2
-        } else {
-            ResourceBackend::Fallback
-        }
+        if self.cgroup_v2.usable { ResourceBackend::CgroupV2 } else { ResourceBackend::Fallback }
     }
 }
 
@@ -220,13 +192,7 @@ pub fn probe_namespaces() -> Vec<String> {
             other => other,
         })
         .filter(|n| ns.join(n).exists())
-        .map(|n| {
-            if n == "mnt" {
-                "mount".to_string()
-            } else {
-                n.to_string()
-            }
-        })
+        .map(|n| if n == "mnt" { "mount".to_string() } else { n.to_string() })
         .collect();
     names.sort();
     names
@@ -235,9 +201,7 @@ pub fn probe_namespaces() -> Vec<String> {
 /// Whether the kernel offers seccomp filters (`/proc/sys/kernel/seccomp/actions_avail`).
 pub fn probe_seccomp() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail")
-        .map(|actions| {
-            actions.split_whitespace().any(|a| a == "errno") && actions.contains("allow")
-        })
+        .map(|actions| actions.split_whitespace().any(|a| a == "errno") && actions.contains("allow"))
         .unwrap_or(false)
 }
 
@@ -248,10 +212,7 @@ mod tests {
     fn applied() -> AppliedLayers {
         AppliedLayers {
             namespaces: NAMESPACES.iter().map(|s| s.to_string()).collect(),
-            landlock: LandlockReport {
-                status: LandlockEnforcement::FullyEnforced,
-                abi: Some(6),
-            },
+            landlock: LandlockReport { status: LandlockEnforcement::FullyEnforced, abi: Some(6) },
             seccomp: true,
             no_new_privs: true,
             capabilities_dropped: true,
@@ -262,35 +223,17 @@ mod tests {
 
     #[test]
     fn requirements_fail_closed() {
-        let req = Requirements {
-            layers: vec![Layer::Seccomp, Layer::CgroupV2],
-            landlock_min_abi: None,
-        };
-        let err = req
-            .check_applied(&applied(), ResourceBackend::Fallback)
-            .unwrap_err();
+        let req = Requirements { layers: vec![Layer::Seccomp, Layer::CgroupV2], landlock_min_abi: None };
+        let err = req.check_applied(&applied(), ResourceBackend::Fallback).unwrap_err();
         assert!(err.contains("cgroup_v2"), "{err}");
-        assert!(
-            req.check_applied(&applied(), ResourceBackend::CgroupV2)
-                .is_ok()
-        );
+        assert!(req.check_applied(&applied(), ResourceBackend::CgroupV2).is_ok());
 
-        let req = Requirements {
-            layers: vec![],
-            landlock_min_abi: Some(7),
-        };
-        assert!(
-            req.check_applied(&applied(), ResourceBackend::Fallback)
-                .unwrap_err()
-                .contains("ABI 7")
-        );
+        let req = Requirements { layers: vec![], landlock_min_abi: Some(7) };
+        assert!(req.check_applied(&applied(), ResourceBackend::Fallback).unwrap_err().contains("ABI 7"));
 
         let mut weak = applied();
         weak.landlock.status = LandlockEnforcement::NotEnforced;
-        let req = Requirements {
-            layers: vec![Layer::Landlock],
-            landlock_min_abi: None,
-        };
+        let req = Requirements { layers: vec![Layer::Landlock], landlock_min_abi: None };
         assert!(req.check_applied(&weak, ResourceBackend::Fallback).is_err());
     }
 }

@@ -20,18 +20,9 @@ pub enum ManifestError {
     #[error("{file}: failed to read: {message}")]
     Read { file: PathBuf, message: String },
     #[error("{file}:{line}:{column}: {message}")]
-    Parse {
-        file: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Parse { file: PathBuf, line: usize, column: usize, message: String },
     #[error("{file}: field `{field}`: {message}")]
-    Invalid {
-        file: PathBuf,
-        field: String,
-        message: String,
-    },
+    Invalid { file: PathBuf, field: String, message: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,10 +94,7 @@ pub struct Permissions {
 
 impl Permissions {
     pub fn is_empty(&self) -> bool {
-        self.network.is_empty()
-            && self.fs_read.is_empty()
-            && self.fs_write.is_empty()
-            && self.secrets.is_empty()
+        self.network.is_empty() && self.fs_read.is_empty() && self.fs_write.is_empty() && self.secrets.is_empty()
     }
 }
 
@@ -130,41 +118,30 @@ fn valid_host_pattern(entry: &str) -> bool {
             !l.is_empty()
                 && l.len() <= 63
                 && !l.starts_with('-')
-                && l.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         });
     port_ok && labels_ok
 }
 
 fn valid_secret_name(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    name.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// A relative path that stays inside its base: no `..`, no absolute part.
 fn contained_relative(path: &Path) -> bool {
     use std::path::Component::{CurDir, Normal};
-    path.components().any(|c| matches!(c, Normal(_)))
-        && path.components().all(|c| matches!(c, Normal(_) | CurDir))
+    path.components().any(|c| matches!(c, Normal(_))) && path.components().all(|c| matches!(c, Normal(_) | CurDir))
 }
 
 impl Manifest {
     /// Reads and validates `dir/plugin.toml`.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
         let file = dir.join(MANIFEST_FILE);
-        let read_error = |message: String| ManifestError::Read {
-            file: file.clone(),
-            message,
-        };
+        let read_error = |message: String| ManifestError::Read { file: file.clone(), message };
         let meta = std::fs::metadata(&file).map_err(|e| read_error(e.to_string()))?;
         if meta.len() > MAX_MANIFEST_BYTES {
-            return Err(read_error(format!(
-                "larger than {MAX_MANIFEST_BYTES} bytes"
-            )));
+            return Err(read_error(format!("larger than {MAX_MANIFEST_BYTES} bytes")));
         }
         let text = std::fs::read_to_string(&file).map_err(|e| read_error(e.to_string()))?;
         Self::parse(&file, &text)
@@ -183,10 +160,7 @@ impl Manifest {
             message,
         };
         if !valid_name(&self.name) {
-            return Err(invalid(
-                "name",
-                format!("{:?} must match ^[a-z][a-z0-9_-]{{0,63}}$", self.name),
-            ));
+            return Err(invalid("name", format!("{:?} must match ^[a-z][a-z0-9_-]{{0,63}}$", self.name)));
         }
         if self.description.trim().is_empty() {
             return Err(invalid("description", "must not be empty".into()));
@@ -195,43 +169,29 @@ impl Manifest {
             Runtime::Native { library } if !contained_relative(library) => {
                 return Err(invalid(
                     "runtime.library",
-                    format!(
-                        "{} must be a path inside the plugin folder",
-                        library.display()
-                    ),
+                    format!("{} must be a path inside the plugin folder", library.display()),
                 ));
             }
             Runtime::Exec { command } if command.is_empty() || command[0].is_empty() => {
                 return Err(invalid("runtime.command", "must name a program".into()));
             }
-            Runtime::Exec { command }
-                if command[0].contains('/') && !contained_relative(Path::new(&command[0])) =>
-            {
+            Runtime::Exec { command } if command[0].contains('/') && !contained_relative(Path::new(&command[0])) => {
                 return Err(invalid(
                     "runtime.command",
                     format!("{:?} must be a path inside the plugin folder", command[0]),
                 ));
             }
             Runtime::Exec { command } if command.iter().any(|a| a.contains('\0')) => {
-                return Err(invalid(
-                    "runtime.command",
-                    "arguments must not contain NUL bytes".into(),
-                ));
+                return Err(invalid("runtime.command", "arguments must not contain NUL bytes".into()));
             }
             _ => {}
         }
         for dep in self.dependencies.keys() {
             if !valid_name(dep) {
-                return Err(invalid(
-                    &format!("dependencies.{dep}"),
-                    "is not a valid plugin name".into(),
-                ));
+                return Err(invalid(&format!("dependencies.{dep}"), "is not a valid plugin name".into()));
             }
             if dep == &self.name {
-                return Err(invalid(
-                    &format!("dependencies.{dep}"),
-                    "a plugin cannot depend on itself".into(),
-                ));
+                return Err(invalid(&format!("dependencies.{dep}"), "a plugin cannot depend on itself".into()));
             }
         }
         let l = &self.limits;
@@ -239,22 +199,13 @@ impl Manifest {
             return Err(invalid("limits.memory", "must be at least 1MiB".into()));
         }
         if l.cpu.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
-            return Err(invalid(
-                "limits.cpu",
-                "must be a share of one CPU greater than 0, e.g. 0.5".into(),
-            ));
+            return Err(invalid("limits.cpu", "must be a share of one CPU greater than 0, e.g. 0.5".into()));
         }
         if l.timeout.is_some_and(|t| t.0.is_zero()) {
-            return Err(invalid(
-                "limits.timeout",
-                "must be greater than zero".into(),
-            ));
+            return Err(invalid("limits.timeout", "must be greater than zero".into()));
         }
         if l.cpu_time.is_some_and(|t| t.0.as_secs() < 1) {
-            return Err(invalid(
-                "limits.cpu_time",
-                "must be at least 1s (the kernel counts whole seconds)".into(),
-            ));
+            return Err(invalid("limits.cpu_time", "must be at least 1s (the kernel counts whole seconds)".into()));
         }
         if l.pids.is_some_and(|p| p == 0) {
             return Err(invalid("limits.pids", "must be at least 1".into()));
@@ -264,19 +215,10 @@ impl Manifest {
         }
         let p = &self.permissions;
         if let Some(bad) = p.network.iter().find(|h| !valid_host_pattern(h)) {
-            return Err(invalid(
-                "permissions.network",
-                format!("{bad:?} is not host[:port] or *.domain[:port]"),
-            ));
+            return Err(invalid("permissions.network", format!("{bad:?} is not host[:port] or *.domain[:port]")));
         }
-        for (field, paths) in [
-            ("permissions.fs_read", &p.fs_read),
-            ("permissions.fs_write", &p.fs_write),
-        ] {
-            if let Some(bad) = paths
-                .iter()
-                .find(|s| !contained_relative(Path::new(s)) && !Path::new(s).is_absolute())
-            {
+        for (field, paths) in [("permissions.fs_read", &p.fs_read), ("permissions.fs_write", &p.fs_write)] {
+            if let Some(bad) = paths.iter().find(|s| !contained_relative(Path::new(s)) && !Path::new(s).is_absolute()) {
                 return Err(invalid(
                     field,
                     format!("{bad:?} must be absolute, or relative to the workspace without '..'"),
@@ -284,19 +226,13 @@ impl Manifest {
             }
         }
         if let Some(bad) = p.secrets.iter().find(|s| !valid_secret_name(s)) {
-            return Err(invalid(
-                "permissions.secrets",
-                format!("{bad:?} must be an upper-case environment name"),
-            ));
+            return Err(invalid("permissions.secrets", format!("{bad:?} must be an upper-case environment name")));
         }
         if !self.parameters.is_object() {
             return Err(invalid("parameters", "must be a JSON Schema object".into()));
         }
         if let Err(e) = jsonschema::validator_for(&self.parameters) {
-            return Err(invalid(
-                "parameters",
-                format!("is not a valid JSON Schema: {e}"),
-            ));
+            return Err(invalid("parameters", format!("is not a valid JSON Schema: {e}")));
         }
         Ok(())
     }
@@ -305,12 +241,7 @@ impl Manifest {
 /// Turns a TOML error into `file:line:col: message`.
 pub fn parse_error(file: &Path, text: &str, e: &toml::de::Error) -> ManifestError {
     let (line, column) = e.span().map_or((0, 0), |span| line_col(text, span.start));
-    ManifestError::Parse {
-        file: file.to_path_buf(),
-        line,
-        column,
-        message: e.message().trim().to_string(),
-    }
+    ManifestError::Parse { file: file.to_path_buf(), line, column, message: e.message().trim().to_string() }
 }
 
 /// 1-based line and column of a byte offset.
@@ -371,12 +302,7 @@ properties.expression = { type = "string" }
         let m = parse(GOOD).unwrap();
         assert_eq!(m.name, "calc");
         assert_eq!(m.limits.memory, Some(ByteSize(64 << 20)));
-        assert_eq!(
-            m.runtime,
-            Runtime::Native {
-                library: "libcalc.so".into()
-            }
-        );
+        assert_eq!(m.runtime, Runtime::Native { library: "libcalc.so".into() });
         assert_eq!(m.dependencies["base"].to_string(), ">=1.0, <2");
     }
 
@@ -385,60 +311,30 @@ properties.expression = { type = "string" }
         let err = parse(&GOOD.replace("pids = 8", "pids = 8\nswap = 1")).unwrap_err();
         match &err {
             ManifestError::Parse { line, message, .. } => {
-                assert_eq!(*line, 20);
+                assert_eq!(*line, 19);
                 assert!(message.contains("unknown field `swap`"), "{message}");
             }
             other => panic!("{other}"),
         }
-        assert!(err.to_string().starts_with("p/plugin.toml:20:"), "{err}");
+        assert!(err.to_string().starts_with("p/plugin.toml:19:"), "{err}");
     }
 
     #[test]
     fn invalid_fields_are_named() {
         assert_eq!(field_error(&GOOD.replace("\"calc\"", "\"Calc!\"")), "name");
-        assert_eq!(
-            field_error(&GOOD.replace("libcalc.so", "../evil.so")),
-            "runtime.library"
-        );
-        assert_eq!(
-            field_error(&GOOD.replace("cpu = 0.5", "cpu = -1.0")),
-            "limits.cpu"
-        );
-        assert_eq!(
-            field_error(&GOOD.replace("\"*.example.org\"", "\"http://x\"")),
-            "permissions.network"
-        );
-        assert_eq!(
-            field_error(&GOOD.replace("\"API_KEY\"", "\"api key\"")),
-            "permissions.secrets"
-        );
-        assert_eq!(
-            field_error(&GOOD.replace("type = \"object\"", "type = 12")),
-            "parameters"
-        );
-        assert_eq!(
-            field_error(&GOOD.replace("base = ", "calc = ")),
-            "dependencies.calc"
-        );
+        assert_eq!(field_error(&GOOD.replace("libcalc.so", "../evil.so")), "runtime.library");
+        assert_eq!(field_error(&GOOD.replace("cpu = 0.5", "cpu = -1.0")), "limits.cpu");
+        assert_eq!(field_error(&GOOD.replace("\"*.example.org\"", "\"http://x\"")), "permissions.network");
+        assert_eq!(field_error(&GOOD.replace("\"API_KEY\"", "\"api key\"")), "permissions.secrets");
+        assert_eq!(field_error(&GOOD.replace("type = \"object\"", "type = 12")), "parameters");
+        assert_eq!(field_error(&GOOD.replace("base = ", "calc = ")), "dependencies.calc");
     }
 
     #[test]
     fn bad_semver_and_types_are_parse_errors() {
-        assert!(matches!(
-            parse(&GOOD.replace("1.2.3", "one")),
-            Err(ManifestError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse(&GOOD.replace("\"^1.0\"", "\"~~1\"")),
-            Err(ManifestError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse(&GOOD.replace("\"native\"", "\"wasm\"")),
-            Err(ManifestError::Parse { .. })
-        ));
-        assert!(matches!(
-            parse("name = "),
-            Err(ManifestError::Parse { line: 1, .. })
-        ));
+        assert!(matches!(parse(&GOOD.replace("1.2.3", "one")), Err(ManifestError::Parse { .. })));
+        assert!(matches!(parse(&GOOD.replace("\"^1.0\"", "\"~~1\"")), Err(ManifestError::Parse { .. })));
+        assert!(matches!(parse(&GOOD.replace("\"native\"", "\"wasm\"")), Err(ManifestError::Parse { .. })));
+        assert!(matches!(parse("name = "), Err(ManifestError::Parse { line: 1, .. })));
     }
 }

@@ -14,9 +14,7 @@ pub enum PluginHostError {
     Load(#[source] libloading::Error),
     #[error("the plugin library lacks the symbol {0}")]
     Symbol(&'static str, #[source] libloading::Error),
-    #[error(
-        "the plugin was built for ABI version {found}, this runner speaks version {ABI_VERSION}"
-    )]
+    #[error("the plugin was built for ABI version {found}, this runner speaks version {ABI_VERSION}")]
     AbiMismatch { found: u32 },
     #[error("the plugin returned no response")]
     NoResponse,
@@ -32,8 +30,7 @@ pub fn invoke(library: &OwnedFd, request: &[u8]) -> Result<Vec<u8>, PluginHostEr
     let path = format!("/proc/self/fd/{}", library.as_raw_fd());
     // SAFETY: loading runs the library's constructors. That is plugin code, and it is meant to
     // run here: the process is fully confined (namespaces, Landlock, seccomp, no privileges).
-    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }
-        .map_err(PluginHostError::Load)?;
+    let lib = unsafe { Library::open(Some(&path), RTLD_NOW | RTLD_LOCAL) }.map_err(PluginHostError::Load)?;
     // SAFETY: the ABI-version symbol's type is fixed by the SDK for every ABI version.
     let abi_version: Symbol<AbiVersionFn> = unsafe { lib.get(SYMBOL_ABI_VERSION.as_bytes()) }
         .map_err(|e| PluginHostError::Symbol(SYMBOL_ABI_VERSION, e))?;
@@ -42,11 +39,11 @@ pub fn invoke(library: &OwnedFd, request: &[u8]) -> Result<Vec<u8>, PluginHostEr
         return Err(PluginHostError::AbiMismatch { found });
     }
     // SAFETY: the library declared our ABI version, which fixes these two signatures.
-    let invoke: Symbol<InvokeFn> = unsafe { lib.get(SYMBOL_INVOKE.as_bytes()) }
-        .map_err(|e| PluginHostError::Symbol(SYMBOL_INVOKE, e))?;
+    let invoke: Symbol<InvokeFn> =
+        unsafe { lib.get(SYMBOL_INVOKE.as_bytes()) }.map_err(|e| PluginHostError::Symbol(SYMBOL_INVOKE, e))?;
     // SAFETY: as above.
-    let free: Symbol<FreeFn> = unsafe { lib.get(SYMBOL_FREE.as_bytes()) }
-        .map_err(|e| PluginHostError::Symbol(SYMBOL_FREE, e))?;
+    let free: Symbol<FreeFn> =
+        unsafe { lib.get(SYMBOL_FREE.as_bytes()) }.map_err(|e| PluginHostError::Symbol(SYMBOL_FREE, e))?;
 
     let mut len = 0usize;
     // SAFETY: `request` outlives the call and `len` is a valid out pointer, as the ABI requires.

@@ -54,24 +54,17 @@ impl PolicySet {
             .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
             .collect();
         files.sort();
-        let mut set = PolicySet {
-            files: files.clone(),
-            requirements: Requirements::default(),
-        };
+        let mut set = PolicySet { files: files.clone(), requirements: Requirements::default() };
         for file in &files {
-            let text =
-                std::fs::read_to_string(file).map_err(|e| PolicyError::Read(file.clone(), e))?;
-            let parsed: PolicyFile = toml::from_str(&text)
-                .map_err(|e| PolicyError::Parse(parse_error(file, &text, &e)))?;
+            let text = std::fs::read_to_string(file).map_err(|e| PolicyError::Read(file.clone(), e))?;
+            let parsed: PolicyFile =
+                toml::from_str(&text).map_err(|e| PolicyError::Parse(parse_error(file, &text, &e)))?;
             for layer in parsed.sandbox.require {
                 if !set.requirements.layers.contains(&layer) {
                     set.requirements.layers.push(layer);
                 }
             }
-            set.requirements.landlock_min_abi = set
-                .requirements
-                .landlock_min_abi
-                .max(parsed.sandbox.landlock_min_abi);
+            set.requirements.landlock_min_abi = set.requirements.landlock_min_abi.max(parsed.sandbox.landlock_min_abi);
         }
         Ok(set)
     }
@@ -84,11 +77,7 @@ mod tests {
     #[test]
     fn files_merge_and_errors_have_positions() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("a.toml"),
-            "[sandbox]\nrequire = [\"seccomp\"]\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("a.toml"), "[sandbox]\nrequire = [\"seccomp\"]\n").unwrap();
         std::fs::write(
             dir.path().join("b.toml"),
             "[sandbox]\nrequire = [\"landlock\", \"seccomp\"]\nlandlock_min_abi = 3\n",
@@ -96,26 +85,16 @@ mod tests {
         .unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let set = PolicySet::load(dir.path()).unwrap();
-        assert_eq!(
-            set.requirements.layers,
-            vec![Layer::Seccomp, Layer::Landlock]
-        );
+        assert_eq!(set.requirements.layers, vec![Layer::Seccomp, Layer::Landlock]);
         assert_eq!(set.requirements.landlock_min_abi, Some(3));
 
-        std::fs::write(
-            dir.path().join("c.toml"),
-            "[sandbox]\nrequire = [\"seccomp\", \"magic\"]\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("c.toml"), "[sandbox]\nrequire = [\"seccomp\", \"magic\"]\n").unwrap();
         let err = PolicySet::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("c.toml:2:"), "{err}");
         assert!(err.contains("magic"), "{err}");
 
         std::fs::write(dir.path().join("c.toml"), "[sandbox]\nrequires = []\n").unwrap();
         let err = PolicySet::load(dir.path()).unwrap_err().to_string();
-        assert!(
-            err.contains("c.toml:2:1") && err.contains("unknown field `requires`"),
-            "{err}"
-        );
+        assert!(err.contains("c.toml:2:1") && err.contains("unknown field `requires`"), "{err}");
     }
 }

@@ -80,17 +80,11 @@ pub struct PluginEntry {
 
 impl PluginEntry {
     pub fn record(&mut self, event: LifecycleEventKind, detail: impl Into<String>) {
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if self.events.len() == EVENTS_KEPT {
             self.events.pop_front();
         }
-        self.events.push_back(LifecycleEvent {
-            event,
-            at,
-            detail: detail.into(),
-        });
+        self.events.push_back(LifecycleEvent { event, at, detail: detail.into() });
     }
 }
 
@@ -126,31 +120,20 @@ fn load_plugin(dir: &Path) -> Result<LoadedPlugin, String> {
         }
         Runtime::Exec { .. } => {}
     }
-    let validator = jsonschema::validator_for(&manifest.parameters).map_err(|e| {
-        format!(
-            "{}: field `parameters`: {e}",
-            dir.join(MANIFEST_FILE).display()
-        )
-    })?;
-    Ok(LoadedPlugin {
-        manifest,
-        dir: dir.to_path_buf(),
-        validator,
-    })
+    let validator = jsonschema::validator_for(&manifest.parameters)
+        .map_err(|e| format!("{}: field `parameters`: {e}", dir.join(MANIFEST_FILE).display()))?;
+    Ok(LoadedPlugin { manifest, dir: dir.to_path_buf(), validator })
 }
 
 impl Registry {
     /// Scans `plugins_dir` (one plugin per sub-folder holding a `plugin.toml`) and resolves
     /// every plugin. Only an unreadable directory or state file is an error.
-    pub fn discover(
-        plugins_dir: &Path,
-        state_dir: &Path,
-        api_version: &Version,
-    ) -> Result<Self, RegistryError> {
+    pub fn discover(plugins_dir: &Path, state_dir: &Path, api_version: &Version) -> Result<Self, RegistryError> {
         let state_file = state_dir.join(ENABLED_STATE_FILE);
         let disabled = match std::fs::read(&state_file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| RegistryError::ParseState(state_file.clone(), e))?,
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| RegistryError::ParseState(state_file.clone(), e))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(RegistryError::ReadState(state_file, e)),
         };
@@ -159,19 +142,13 @@ impl Registry {
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.is_dir() && p.join(MANIFEST_FILE).is_file())
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
             .collect();
         dirs.sort();
 
         let mut plugins = BTreeMap::new();
         for dir in dirs {
-            let folder = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             let (name, plugin, reason) = match load_plugin(&dir) {
                 Ok(p) => (p.manifest.name.clone(), Some(Arc::new(p)), None),
                 Err(reason) => (folder, None, Some(reason)),
@@ -179,11 +156,7 @@ impl Registry {
             let mut entry = PluginEntry {
                 name: name.clone(),
                 dir: dir.clone(),
-                state: if plugin.is_some() {
-                    PluginState::Enabled
-                } else {
-                    PluginState::Invalid
-                },
+                state: if plugin.is_some() { PluginState::Enabled } else { PluginState::Invalid },
                 plugin,
                 reason,
                 events: VecDeque::new(),
@@ -192,10 +165,8 @@ impl Registry {
                 let existing: &PluginEntry = existing;
                 entry.plugin = None;
                 entry.state = PluginState::Invalid;
-                entry.reason = Some(format!(
-                    "duplicate plugin name '{name}', already provided by {}",
-                    existing.dir.display()
-                ));
+                entry.reason =
+                    Some(format!("duplicate plugin name '{name}', already provided by {}", existing.dir.display()));
                 let key = format!("{name}@{}", dir.display());
                 tracing::error!(plugin = %name, dir = %dir.display(), "duplicate plugin name");
                 plugins.insert(key, entry);
@@ -203,17 +174,12 @@ impl Registry {
             }
             plugins.insert(name, entry);
         }
-        let mut registry = Registry {
-            plugins,
-            disabled,
-            state_file,
-        };
+        let mut registry = Registry { plugins, disabled, state_file };
         registry.resolve(api_version);
         for entry in registry.plugins.values_mut() {
             match (&entry.plugin, entry.state) {
                 (Some(p), _) => {
-                    let detail =
-                        format!("version {} ({})", p.manifest.version, entry.state_label());
+                    let detail = format!("version {} ({})", p.manifest.version, entry.state_label());
                     tracing::info!(plugin = %entry.name, state = ?entry.state, reason = entry.reason.as_deref(), "on_load");
                     entry.record(LifecycleEventKind::OnLoad, detail);
                 }
@@ -232,10 +198,7 @@ impl Registry {
             if let Some(p) = &entry.plugin
                 && !p.manifest.api.matches(api_version)
             {
-                let reason = format!(
-                    "requires plugin API {}, this daemon provides {api_version}",
-                    p.manifest.api
-                );
+                let reason = format!("requires plugin API {}, this daemon provides {api_version}", p.manifest.api);
                 problems.insert(name.clone(), (PluginState::Incompatible, reason));
             }
         }
@@ -288,26 +251,18 @@ impl Registry {
         }
         path.push(name.to_string());
         for (dep, req) in &plugin.manifest.dependencies {
-            let found = self
-                .plugins
-                .get(dep)
-                .and_then(|e| e.plugin.as_ref())
-                .map(|p| &p.manifest.version);
+            let found = self.plugins.get(dep).and_then(|e| e.plugin.as_ref()).map(|p| &p.manifest.version);
             let result = match found {
-                Some(v) if !req.matches(v) => {
-                    Err(format!("dependency '{dep}' requires {req}, found {v}"))
-                }
+                Some(v) if !req.matches(v) => Err(format!("dependency '{dep}' requires {req}, found {v}")),
                 _ => self.check_dependencies(dep, path, problems),
             };
             if let Err(reason) = result {
                 path.pop();
-                return Err(
-                    if path.is_empty() || reason.starts_with("dependency cycle") {
-                        reason
-                    } else {
-                        format!("dependency '{name}' is not runnable: {reason}")
-                    },
-                );
+                return Err(if path.is_empty() || reason.starts_with("dependency cycle") {
+                    reason
+                } else {
+                    format!("dependency '{name}' is not runnable: {reason}")
+                });
             }
         }
         path.pop();
@@ -366,10 +321,7 @@ mod tests {
     fn write_plugin(root: &Path, name: &str, version: &str, api: &str, deps: &[(&str, &str)]) {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let deps: String = deps
-            .iter()
-            .map(|(n, r)| format!("{n} = \"{r}\"\n"))
-            .collect();
+        let deps: String = deps.iter().map(|(n, r)| format!("{n} = \"{r}\"\n")).collect();
         std::fs::write(
             dir.join(MANIFEST_FILE),
             format!(
@@ -417,18 +369,9 @@ mod tests {
         assert!(why.contains("dependency 'future' is not runnable"), "{why}");
         assert_eq!(
             state(&r, "too-new"),
-            (
-                PluginState::Unresolved,
-                "dependency 'base' requires ^2, found 1.4.0".into()
-            )
+            (PluginState::Unresolved, "dependency 'base' requires ^2, found 1.4.0".into())
         );
-        assert_eq!(
-            state(&r, "orphan"),
-            (
-                PluginState::Unresolved,
-                "dependency 'ghost' is not installed".into()
-            )
-        );
+        assert_eq!(state(&r, "orphan"), (PluginState::Unresolved, "dependency 'ghost' is not installed".into()));
         let (s, why) = state(&r, "cycle-a");
         assert_eq!(s, PluginState::Unresolved);
         assert_eq!(why, "dependency cycle: cycle-a -> cycle-b -> cycle-a");
@@ -445,19 +388,10 @@ mod tests {
         write_plugin(root.path(), "one", "1.0.0", "^1", &[]);
         let mut r = discover(root.path(), state_dir.path());
         let v = Version::new(1, 0, 0);
-        assert_eq!(
-            r.set_enabled("one", false, &v).unwrap(),
-            PluginState::Disabled
-        );
-        assert!(matches!(
-            r.set_enabled("nope", false, &v),
-            Err(RegistryError::NotFound(_))
-        ));
+        assert_eq!(r.set_enabled("one", false, &v).unwrap(), PluginState::Disabled);
+        assert!(matches!(r.set_enabled("nope", false, &v), Err(RegistryError::NotFound(_))));
         let r = discover(root.path(), state_dir.path());
         assert_eq!(state(&r, "one").0, PluginState::Disabled);
-        assert!(
-            r.plugins["one"].plugin.is_some(),
-            "a disabled plugin stays loaded"
-        );
+        assert!(r.plugins["one"].plugin.is_some(), "a disabled plugin stays loaded");
     }
 }

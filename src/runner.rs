@@ -13,7 +13,8 @@ use std::path::Path;
 use nix::fcntl::{AtFlags, OFlag};
 
 use crate::ipc::{self, RunnerMessage, RuntimeSpec};
-use crate::sandbox::{self, Confinement, IPC_FD};
+use crate::sandbox::{self, Confinement, IPC_FD, namespaces};
+use nix::unistd::ForkResult;
 
 /// The argument that turns `ironclawd` into a runner.
 pub const RUNNER_ARG: &str = "__runner";
@@ -35,13 +36,7 @@ pub fn error_chain(e: &dyn Error) -> String {
 }
 
 fn fail(ipc: &UnixStream, stage: &str, message: String) -> ! {
-    let _ = ipc::write_frame(
-        ipc,
-        &RunnerMessage::SetupFailed {
-            stage: stage.into(),
-            message,
-        },
-    );
+    let _ = ipc::write_frame(ipc, &RunnerMessage::SetupFailed { stage: stage.into(), message });
     std::process::exit(EXIT_SETUP_FAILED)
 }
 
@@ -73,17 +68,21 @@ pub fn main() -> ! {
         Ok(c) => c,
         Err(e) => fail(&ipc, e.stage(), error_chain(&e)),
     };
-    let Confinement {
-        spec,
-        layers,
-        entry,
-        ..
-    } = confinement;
+    let Confinement { spec, layers, entry, outer, .. } = confinement;
     if let Err(reason) = spec.requirements.check_applied(&layers, spec.resources) {
         fail(&ipc, "requirements", reason);
     }
     if ipc::write_frame(&ipc, &RunnerMessage::Confined { layers }).is_err() {
         std::process::exit(EXIT_SETUP_FAILED);
+    }
+    // The plugin runs as pid 2, under every layer; this process stays as the namespace's init.
+    match sandbox::sys::fork() {
+        Ok(ForkResult::Parent { child }) => {
+            drop(ipc);
+            namespaces::init(child, outer)
+        }
+        Ok(ForkResult::Child) => drop(outer),
+        Err(e) => fail(&ipc, "fork", e.to_string()),
     }
     match &spec.runtime {
         RuntimeSpec::Native { .. } => {
@@ -106,33 +105,19 @@ pub fn main() -> ! {
 
 /// Replaces the runner with the exec plugin: the request on stdin (a memfd, so any size fits),
 /// only the declared environment. Returns only on failure.
-fn exec_plugin(
-    argv: &[String],
-    env: &[(String, String)],
-    entry: Option<OwnedFd>,
-    request: &[u8],
-) -> String {
+fn exec_plugin(argv: &[String], env: &[(String, String)], entry: Option<OwnedFd>, request: &[u8]) -> String {
     let prepared = (|| -> Result<(Vec<CString>, Vec<CString>), String> {
-        let memfd =
-            nix::sys::memfd::memfd_create("request", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .map_err(|e| format!("cannot create the request memfd: {e}"))?;
-        nix::unistd::write(&memfd, request)
-            .map_err(|e| format!("cannot write the request: {e}"))?;
-        nix::unistd::lseek(memfd.as_fd(), 0, nix::unistd::Whence::SeekSet)
-            .map_err(|e| e.to_string())?;
+        let memfd = nix::sys::memfd::memfd_create("request", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| format!("cannot create the request memfd: {e}"))?;
+        nix::unistd::write(&memfd, request).map_err(|e| format!("cannot write the request: {e}"))?;
+        nix::unistd::lseek(memfd.as_fd(), 0, nix::unistd::Whence::SeekSet).map_err(|e| e.to_string())?;
         // SAFETY: fd 0 is /dev/null, owned by this process and by no Rust object.
         let mut stdin = unsafe { OwnedFd::from_raw_fd(0) };
         nix::unistd::dup2(&memfd, &mut stdin).map_err(|e| format!("cannot set stdin: {e}"))?;
         std::mem::forget(stdin);
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
-        let argv = argv
-            .iter()
-            .map(|a| cstr(a))
-            .collect::<Result<Vec<_>, _>>()?;
-        let envp = env
-            .iter()
-            .map(|(k, v)| cstr(&format!("{k}={v}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let argv = argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
+        let envp = env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;
         Ok((argv, envp))
     })();
     let (c_argv, c_envp) = match prepared {
@@ -140,22 +125,13 @@ fn exec_plugin(
         Err(e) => return e,
     };
     if let Some(fd) = entry {
-        let err =
-            nix::unistd::execveat(&fd, c"", &c_argv, &c_envp, AtFlags::AT_EMPTY_PATH).unwrap_err();
+        let err = nix::unistd::execveat(&fd, c"", &c_argv, &c_envp, AtFlags::AT_EMPTY_PATH).unwrap_err();
         return format!("cannot execute {}: {err}", argv[0]);
     }
-    let search = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+    let search = env.iter().find(|(k, _)| k == "PATH").map_or(DEFAULT_PATH, |(_, v)| v.as_str());
     let mut last = nix::errno::Errno::ENOENT;
     for dir in search.split(':').filter(|d| d.starts_with('/')) {
-        let Ok(path) = CString::new(
-            Path::new(dir)
-                .join(&argv[0])
-                .into_os_string()
-                .into_encoded_bytes(),
-        ) else {
+        let Ok(path) = CString::new(Path::new(dir).join(&argv[0]).into_os_string().into_encoded_bytes()) else {
             continue;
         };
         let err = nix::unistd::execve(&path, &c_argv, &c_envp).unwrap_err();

@@ -18,9 +18,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| {
-        format!("invalid size {s:?}: expected a number with a unit such as \"64MiB\"")
-    })?;
+    let n: u64 =
+        digits.parse().map_err(|_| format!("invalid size {s:?}: expected a number with a unit such as \"64MiB\""))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" => 1 << 10,
@@ -30,35 +29,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         other => {
-            return Err(format!(
-                "invalid size unit {other:?} in {s:?}: expected B, KiB, MiB, GiB, KB, MB or GB"
-            ));
+            return Err(format!("invalid size unit {other:?} in {s:?}: expected B, KiB, MiB, GiB, KB, MB or GB"));
         }
     };
-    n.checked_mul(factor)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(factor).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().map_err(|_| {
-        format!(
-            "invalid duration {s:?}: expected a number with a unit such as \"30s\" or \"500ms\""
-        )
-    })?;
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a number with a unit such as \"30s\" or \"500ms\""))?;
     let seconds = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {s:?}: expected ms, s, m or h"
-            ));
+            return Err(format!("invalid duration unit {other:?} in {s:?}: expected ms, s, m or h"));
         }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("duration {s:?} is out of range"))
@@ -78,11 +68,7 @@ impl fmt::Display for ByteSize {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
+        if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
     }
 }
 
@@ -134,11 +120,7 @@ mod tests {
         assert_eq!(parse_size("1 GB"), Ok(1_000_000_000));
         assert_eq!(parse_size("512"), Ok(512));
         assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
-        assert!(
-            parse_size("99999999999999GiB")
-                .unwrap_err()
-                .contains("too large")
-        );
+        assert!(parse_size("99999999999999GiB").unwrap_err().contains("too large"));
         assert_eq!(ByteSize(256 << 20).to_string(), "256MiB");
     }
 

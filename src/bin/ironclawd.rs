@@ -39,10 +39,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == ironclaw::runner::RUNNER_ARG)
-    {
+    if std::env::args_os().nth(1).is_some_and(|a| a == ironclaw::runner::RUNNER_ARG) {
         ironclaw::runner::main();
     }
     match run() {
@@ -81,10 +78,8 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     ironclaw::daemon::init_tracing(args.log_json, &args.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("failed to start the runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime")?;
     runtime.block_on(ironclaw::daemon::run(config))?;
     Ok(())
 }

@@ -35,13 +35,7 @@ pub fn drop_to(uid: u32, gid: u32) -> Result<(), IdentityError> {
     setresgid(g, g, g).map_err(|e| IdentityError::Gid(gid, e))?;
     let u = Uid::from_raw(uid);
     setresuid(u, u, u).map_err(|e| IdentityError::Uid(uid, e))?;
-    for set in [
-        CapSet::Effective,
-        CapSet::Permitted,
-        CapSet::Bounding,
-        CapSet::Ambient,
-        CapSet::Inheritable,
-    ] {
+    for set in [CapSet::Effective, CapSet::Permitted, CapSet::Bounding, CapSet::Ambient, CapSet::Inheritable] {
         let remaining = caps::read(None, set).map_err(|e| IdentityError::Clear(set, e))?;
         if !remaining.is_empty() {
             return Err(IdentityError::Remaining(format!("{set:?}: {remaining:?}")));

@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus,
-    PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::layers::{LandlockEnforcement, LandlockReport};
@@ -20,16 +20,8 @@ const TARGET_ABI: ABI = ABI::V7;
 
 /// System locations a dynamically linked program or an interpreter reads. `/etc` is not among
 /// them: only the dynamic loader's cache is.
-pub const SYSTEM_READ_PATHS: &[&str] = &[
-    "/usr",
-    "/lib",
-    "/lib64",
-    "/lib32",
-    "/bin",
-    "/sbin",
-    "/etc/ld.so.cache",
-    "/etc/localtime",
-];
+pub const SYSTEM_READ_PATHS: &[&str] =
+    &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime"];
 /// Device files a plugin may read (randomness, zeroes) or read and write (`/dev/null`).
 const DEVICE_READ_PATHS: &[&str] = &["/dev/urandom", "/dev/random", "/dev/zero"];
 const DEVICE_READ_WRITE_PATHS: &[&str] = &["/dev/null"];
@@ -58,21 +50,11 @@ impl Grants {
     /// Paths that do not exist on this host are skipped.
     pub fn open(plugin_dir: &OwnedFd, extra_read: &[PathBuf]) -> Result<Self, LandlockError> {
         let read = AccessFs::from_read(TARGET_ABI);
-        let mut rules = vec![(
-            plugin_dir.try_clone().map_err(LandlockError::PluginDir)?,
-            read,
-        )];
-        let system = SYSTEM_READ_PATHS
-            .iter()
-            .chain(DEVICE_READ_PATHS)
-            .map(PathBuf::from);
+        let mut rules = vec![(plugin_dir.try_clone().map_err(LandlockError::PluginDir)?, read)];
+        let system = SYSTEM_READ_PATHS.iter().chain(DEVICE_READ_PATHS).map(PathBuf::from);
         for path in system.chain(extra_read.iter().cloned()) {
             if let Some(fd) = open_if_present(&path)? {
-                let access = if is_directory(&fd) {
-                    read
-                } else {
-                    read & AccessFs::from_file(TARGET_ABI)
-                };
+                let access = if is_directory(&fd) { read } else { read & AccessFs::from_file(TARGET_ABI) };
                 rules.push((fd, access));
             }
         }
@@ -92,20 +74,11 @@ fn is_directory(fd: &OwnedFd) -> bool {
 
 fn open_if_present(path: &Path) -> Result<Option<OwnedFd>, LandlockError> {
     match PathFd::new(path) {
-        Ok(fd) => fd
-            .as_fd()
-            .try_clone_to_owned()
-            .map(Some)
-            .map_err(LandlockError::PluginDir),
-        Err(landlock::PathFdError::OpenCall { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
+        Ok(fd) => fd.as_fd().try_clone_to_owned().map(Some).map_err(LandlockError::PluginDir),
+        Err(landlock::PathFdError::OpenCall { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             Ok(None)
         }
-        Err(err) => Err(LandlockError::Open {
-            path: path.to_path_buf(),
-            err,
-        }),
+        Err(err) => Err(LandlockError::Open { path: path.to_path_buf(), err }),
     }
 }
 
@@ -133,8 +106,5 @@ pub fn restrict(grants: Grants) -> Result<LandlockReport, LandlockError> {
         RulesetStatus::PartiallyEnforced => LandlockEnforcement::PartiallyEnforced,
         _ => LandlockEnforcement::NotEnforced,
     };
-    Ok(LandlockReport {
-        status: enforcement,
-        abi,
-    })
+    Ok(LandlockReport { status: enforcement, abi })
 }

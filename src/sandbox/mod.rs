@@ -58,9 +58,7 @@ impl SandboxError {
     /// The stage name reported to the daemon.
     pub fn stage(&self) -> &'static str {
         match self {
-            SandboxError::Session(_) | SandboxError::DeathSignal(_) | SandboxError::CloseFds(_) => {
-                "process"
-            }
+            SandboxError::Session(_) | SandboxError::DeathSignal(_) | SandboxError::CloseFds(_) => "process",
             SandboxError::Namespaces(_) => "namespaces",
             SandboxError::Spec(_) => "spec",
             SandboxError::Rlimits(_) => "rlimits",
@@ -81,6 +79,8 @@ pub struct Confinement {
     pub plugin_dir: OwnedFd,
     /// The native library, or the exec entry when `argv[0]` names a file in the plugin folder.
     pub entry: Option<OwnedFd>,
+    /// The private link to the outer runner, kept by the sandbox's init only.
+    pub outer: namespaces::OuterLink,
 }
 
 /// The descriptor the daemon's socketpair lives on in the runner.
@@ -120,17 +120,12 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     //    plugin needs while we are still root. Compile the seccomp filters now too: it
     //    allocates, and nothing after the drop should be able to fail for lack of memory.
     namespaces::mount_plugin_dir(&spec.plugin_dir)?;
-    let plugin_dir = open_path(
-        Path::new(namespaces::PLUGIN_MOUNT),
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-    )?;
+    let plugin_dir =
+        open_path(Path::new(namespaces::PLUGIN_MOUNT), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
     let entry = open_entry(&plugin_dir, &spec.runtime)?;
     let grants = landlock::Grants::open(&plugin_dir, &spec.read_paths)?;
     let filters = seccomp::compile()?;
-    nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open {
-        path: "plugin folder (chdir)".into(),
-        err,
-    })?;
+    nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
 
     // 6. Identity: no capabilities in any set, no groups, the execution's own uid and gid.
     identity::drop_to(spec.uid, spec.gid)?;
@@ -141,7 +136,6 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     if !outer.outer_alive() {
         return Err(SandboxError::OuterGone);
     }
-    drop(outer);
 
     // 8. Landlock: read-only system libraries and the plugin folder; no TCP; signals and
     //    abstract sockets scoped to the sandbox. This also sets no_new_privs.
@@ -168,27 +162,16 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
         uid: spec.uid,
         gid: spec.gid,
     };
-    Ok(Confinement {
-        spec,
-        layers,
-        plugin_dir,
-        entry,
-    })
+    Ok(Confinement { spec, layers, plugin_dir, entry, outer })
 }
 
 fn open_path(path: &Path, flags: OFlag) -> Result<OwnedFd, SandboxError> {
-    open(path, flags, Mode::empty()).map_err(|err| SandboxError::Open {
-        path: path.display().to_string(),
-        err,
-    })
+    open(path, flags, Mode::empty()).map_err(|err| SandboxError::Open { path: path.display().to_string(), err })
 }
 
 /// Opens the native library, or the exec entry when it is a file of the plugin folder. The
 /// exec entry stays open across exec (no CLOEXEC) so that a script's interpreter can read it.
-fn open_entry(
-    plugin_dir: &OwnedFd,
-    runtime: &RuntimeSpec,
-) -> Result<Option<OwnedFd>, SandboxError> {
+fn open_entry(plugin_dir: &OwnedFd, runtime: &RuntimeSpec) -> Result<Option<OwnedFd>, SandboxError> {
     let (path, flags) = match runtime {
         RuntimeSpec::Native { library } => (library.as_path(), OFlag::O_RDONLY | OFlag::O_CLOEXEC),
         RuntimeSpec::Exec { argv } if argv.first().is_some_and(|a| a.contains('/')) => {
@@ -196,11 +179,7 @@ fn open_entry(
         }
         RuntimeSpec::Exec { .. } => return Ok(None),
     };
-    let fd = openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty()).map_err(|err| {
-        SandboxError::Open {
-            path: path.display().to_string(),
-            err,
-        }
-    })?;
+    let fd = openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty())
+        .map_err(|err| SandboxError::Open { path: path.display().to_string(), err })?;
     Ok(Some(fd))
 }

@@ -33,11 +33,7 @@ pub fn apply(spec: &RlimitSpec) -> Result<(), RlimitError> {
         limits.push((Resource::RLIMIT_NPROC, n, n));
     }
     for (resource, soft, hard) in limits {
-        setrlimit(resource, soft, hard).map_err(|err| RlimitError {
-            resource,
-            value: soft,
-            err,
-        })?;
+        setrlimit(resource, soft, hard).map_err(|err| RlimitError { resource, value: soft, err })?;
     }
     Ok(())
 }

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
-    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +44,7 @@ const ALL_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 const TERMINAL_INJECTION_IOCTLS: [u64; 2] = [libc::TIOCSTI, libc::TIOCLINUX];
 /// Socket families a plugin may create: unix (socketpair, local IPC), IP (later: the egress
 /// proxy on the namespace's loopback) and netlink (interface listing; only `lo` exists).
-const ALLOWED_SOCKET_FAMILIES: [i32; 4] = [
-    libc::AF_UNIX,
-    libc::AF_INET,
-    libc::AF_INET6,
-    libc::AF_NETLINK,
-];
+const ALLOWED_SOCKET_FAMILIES: [i32; 4] = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
 
 fn target_arch() -> Result<TargetArch, SeccompError> {
     if cfg!(target_arch = "x86_64") {
@@ -276,10 +271,7 @@ fn unconditional_allowlist() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_getsockopt,
             ],
         ),
-        (
-            "installing the final filter; the denylist then forbids further filters",
-            vec![SYS_seccomp],
-        ),
+        ("installing the final filter; the denylist then forbids further filters", vec![SYS_seccomp]),
     ];
     #[cfg(target_arch = "x86_64")]
     groups.push((
@@ -329,22 +321,12 @@ fn allowlist() -> Result<SeccompFilter, SeccompError> {
     // ioctl: terminal ioctls are fine except the two that inject input into another session.
     // The command is compared on 32 bits, as the kernel does, so high bits cannot hide it
     // (CVE-2019-10063).
-    let not_injection = TERMINAL_INJECTION_IOCTLS
-        .iter()
-        .map(|&cmd| cond(1, Len::Dword, Op::Ne, cmd))
-        .collect::<Result<Vec<_>, _>>()?;
+    let not_injection =
+        TERMINAL_INJECTION_IOCTLS.iter().map(|&cmd| cond(1, Len::Dword, Op::Ne, cmd)).collect::<Result<Vec<_>, _>>()?;
     rules.insert(libc::SYS_ioctl, vec![rule(not_injection)?]);
     // clone: threads and processes, but never new namespaces. clone3 passes its flags in memory,
     // where seccomp cannot look, so it stays unlisted (ENOSYS) and libc falls back to clone.
-    rules.insert(
-        libc::SYS_clone,
-        vec![rule(vec![cond(
-            0,
-            Len::Qword,
-            Op::MaskedEq(ALL_NAMESPACE_FLAGS),
-            0,
-        )?])?],
-    );
+    rules.insert(libc::SYS_clone, vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(ALL_NAMESPACE_FLAGS), 0)?])?]);
     // socket: only the families listed in ALLOWED_SOCKET_FAMILIES.
     rules.insert(
         libc::SYS_socket,
@@ -353,13 +335,8 @@ fn allowlist() -> Result<SeccompFilter, SeccompError> {
             .map(|&family| rule(vec![cond(0, Len::Dword, Op::Eq, family as u64)?]))
             .collect::<Result<_, _>>()?,
     );
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        SeccompAction::Allow,
-        target_arch()?,
-    )
-    .map_err(SeccompError::Build)
+    SeccompFilter::new(rules, SeccompAction::Errno(libc::ENOSYS as u32), SeccompAction::Allow, target_arch()?)
+        .map_err(SeccompError::Build)
 }
 
 /// Syscalls denied with `EPERM`, each with the reason.
@@ -379,11 +356,7 @@ fn denied_syscalls() -> Vec<(&'static str, Vec<libc::c_long>)> {
         ),
         (
             "io_uring bypasses the per-syscall filter (IORING_OP_SOCKET, OPENAT)",
-            vec![
-                SYS_io_uring_setup,
-                SYS_io_uring_enter,
-                SYS_io_uring_register,
-            ],
+            vec![SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register],
         ),
         (
             "kernel attack surface a plugin never needs",
@@ -408,10 +381,7 @@ fn denied_syscalls() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_open_by_handle_at,
             ],
         ),
-        (
-            "the kernel keyring is shared with the host",
-            vec![SYS_keyctl, SYS_add_key, SYS_request_key],
-        ),
+        ("the kernel keyring is shared with the host", vec![SYS_keyctl, SYS_add_key, SYS_request_key]),
         (
             "the mount family, old and new API (CVE-2021-41133)",
             vec![
@@ -428,10 +398,7 @@ fn denied_syscalls() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_mount_setattr,
             ],
         ),
-        (
-            "entering or creating namespaces",
-            vec![SYS_unshare, SYS_setns],
-        ),
+        ("entering or creating namespaces", vec![SYS_unshare, SYS_setns]),
         (
             "changing identity or capabilities",
             vec![
@@ -447,10 +414,7 @@ fn denied_syscalls() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_capset,
             ],
         ),
-        (
-            "changing the execution domain (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE)",
-            vec![SYS_personality],
-        ),
+        ("changing the execution domain (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE)", vec![SYS_personality]),
         (
             "changing clocks and host identity",
             vec![
@@ -462,10 +426,7 @@ fn denied_syscalls() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_setdomainname,
             ],
         ),
-        (
-            "stacking further filters (user notification listeners)",
-            vec![SYS_seccomp],
-        ),
+        ("stacking further filters (user notification listeners)", vec![SYS_seccomp]),
     ]
 }
 
@@ -491,13 +452,8 @@ fn denylist() -> Result<SeccompFilter, SeccompError> {
             .map(|&cmd| rule(vec![cond(1, Len::Dword, Op::Eq, cmd)?]))
             .collect::<Result<_, _>>()?,
     );
-    SeccompFilter::new(
-        rules,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        target_arch()?,
-    )
-    .map_err(SeccompError::Build)
+    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), target_arch()?)
+        .map_err(SeccompError::Build)
 }
 
 /// Both filters, compiled, in installation order.
@@ -522,25 +478,16 @@ mod tests {
     #[test]
     fn filters_compile_and_never_both_allow_and_deny() {
         compile().unwrap();
-        let allowed: Vec<_> = unconditional_allowlist()
-            .into_iter()
-            .flat_map(|(_, s)| s)
-            .collect();
+        let allowed: Vec<_> = unconditional_allowlist().into_iter().flat_map(|(_, s)| s).collect();
         for (reason, denied) in denied_syscalls() {
             for nr in denied {
                 // seccomp is the one deliberate overlap: allowed to install, denied afterwards.
                 if nr != libc::SYS_seccomp {
-                    assert!(
-                        !allowed.contains(&nr),
-                        "syscall {nr} ({reason}) is both allowed and denied"
-                    );
+                    assert!(!allowed.contains(&nr), "syscall {nr} ({reason}) is both allowed and denied");
                 }
             }
         }
-        assert!(
-            !allowed.contains(&libc::SYS_clone3),
-            "clone3 must stay unlisted so libc falls back"
-        );
+        assert!(!allowed.contains(&libc::SYS_clone3), "clone3 must stay unlisted so libc falls back");
     }
 
     #[test]

@@ -5,11 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// Closes every descriptor from `first` upwards.
@@ -29,14 +25,7 @@ fn close_range(first: RawFd, last: RawFd) -> io::Result<()> {
     // SAFETY: close_range only closes descriptors. Callers own no Rust object wrapping a
     // descriptor in the range (the runner calls this before it opens anything of its own, and
     // the outer runner keeps exactly the one descriptor it still uses).
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first as libc::c_uint,
-            last as libc::c_uint,
-            0,
-        )
-    })?;
+    check(unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0) })?;
     Ok(())
 }
 
@@ -52,23 +41,15 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
 pub fn async_pidfd(pidfd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: `OwnedFd` owns its descriptor and moves into the AsyncFd, so the descriptor stays
     // open and the same for the AsyncFd's whole life, and `as_raw_fd` always returns it.
-    unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| io::Error::other(e.to_string()))
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// `pidfd_send_signal(2)`. ESRCH (already gone) is not an error.
 pub fn pidfd_kill(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: the descriptor is borrowed and valid for the call; the info pointer may be null.
     let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
     };
     match check(ret) {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
@@ -158,15 +139,8 @@ pub fn assert_single_threaded() {
     let threads = std::fs::read_to_string("/proc/self/stat")
         .ok()
         .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
-        .and_then(|rest| {
-            rest.split_whitespace()
-                .nth(17)
-                .and_then(|n| n.parse::<u32>().ok())
-        });
-    assert!(
-        matches!(threads, Some(1) | None),
-        "the runner must be single-threaded, found {threads:?} threads"
-    );
+        .and_then(|rest| rest.split_whitespace().nth(17).and_then(|n| n.parse::<u32>().ok()));
+    assert!(matches!(threads, Some(1) | None), "the runner must be single-threaded, found {threads:?} threads");
 }
 
 /// Restores the default action of every catchable signal and unblocks them all, so a plugin
@@ -189,4 +163,28 @@ pub fn die_by_signal(signal: nix::sys::signal::Signal) -> ! {
     let _ = nix::sys::signal::raise(signal);
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     std::process::abort()
+}
+
+/// The termination signal pid 1 last received, for forwarding to the plugin.
+static FORWARDED_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn remember_signal(signal: libc::c_int) {
+    FORWARDED_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Installs a handler (without SA_RESTART, so waitpid returns EINTR) for the signals pid 1
+/// passes on to the plugin.
+pub fn forward_termination_signals() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(remember_signal), SaFlags::empty(), SigSet::empty());
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let _ = unsafe { sigaction(signal, &action) };
+    }
+}
+
+/// The signal recorded by the handler since the last call, if any.
+pub fn take_forwarded_signal() -> Option<nix::sys::signal::Signal> {
+    let n = FORWARDED_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
+    nix::sys::signal::Signal::try_from(n).ok()
 }

@@ -31,11 +31,7 @@ pub enum CgroupError {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(|err| CgroupError::Write {
-        path: path.to_path_buf(),
-        value: value.into(),
-        err,
-    })
+    std::fs::write(path, value).map_err(|err| CgroupError::Write { path: path.to_path_buf(), value: value.into(), err })
 }
 
 /// Where cgroup2 is mounted, from a mountinfo text.
@@ -49,10 +45,7 @@ fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
 
 /// The unified-hierarchy path of a `/proc/<pid>/cgroup` text.
 fn own_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
-    proc_cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(PathBuf::from)
+    proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(PathBuf::from)
 }
 
 /// The daemon's subtree: executions are created directly under `base`.
@@ -68,11 +61,7 @@ pub fn detect() -> (CgroupSupport, Option<CgroupRoot>) {
     detect_from(&mountinfo, &proc_cgroup, nix::unistd::geteuid().is_root())
 }
 
-fn detect_from(
-    mountinfo: &str,
-    proc_cgroup: &str,
-    root: bool,
-) -> (CgroupSupport, Option<CgroupRoot>) {
+fn detect_from(mountinfo: &str, proc_cgroup: &str, root: bool) -> (CgroupSupport, Option<CgroupRoot>) {
     let mount = cgroup2_mount(mountinfo);
     let own = own_cgroup(proc_cgroup);
     let mut support = CgroupSupport {
@@ -98,11 +87,8 @@ fn detect_from(
         .split_whitespace()
         .map(String::from)
         .collect();
-    let missing: Vec<&str> = REQUIRED_CONTROLLERS
-        .iter()
-        .copied()
-        .filter(|c| !support.controllers.iter().any(|h| h == c))
-        .collect();
+    let missing: Vec<&str> =
+        REQUIRED_CONTROLLERS.iter().copied().filter(|c| !support.controllers.iter().any(|h| h == c)).collect();
     support.reason = if own == Path::new("/") {
         Some(format!(
             "the daemon runs in the root cgroup of {}; it only manages a delegated subtree (run it under systemd with Delegate=yes)",
@@ -134,17 +120,10 @@ impl CgroupRoot {
             std::fs::create_dir(&leaf).map_err(|e| CgroupError::Create(leaf.clone(), e))?;
         }
         write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
-        let enable: Vec<String> = REQUIRED_CONTROLLERS
-            .iter()
-            .map(|c| format!("+{c}"))
-            .collect();
+        let enable: Vec<String> = REQUIRED_CONTROLLERS.iter().map(|c| format!("+{c}")).collect();
         write(&self.base.join("cgroup.subtree_control"), &enable.join(" "))?;
         let mut removed = 0;
-        for entry in std::fs::read_dir(&self.base)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+        for entry in std::fs::read_dir(&self.base).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().starts_with(EXEC_PREFIX) {
                 ExecCgroup { path: entry.path() }.destroy()?;
                 removed += 1;
@@ -163,7 +142,8 @@ impl CgroupRoot {
             ("memory.max", limits.memory.0.to_string()),
             ("memory.swap.max", "0".to_string()),
             ("cpu.max", format!("{quota} {CPU_PERIOD_US}")),
-            ("pids.max", limits.pids.to_string()),
+            // The sandbox's init (pid 1) and the outer runner are ours, not the plugin's.
+            ("pids.max", (limits.pids + 2).to_string()),
         ];
         for (file, value) in settings {
             if let Err(e) = write(&cgroup.path.join(file), &value) {
@@ -182,8 +162,7 @@ pub struct ExecCgroup {
 }
 
 fn keyed_value(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl ExecCgroup {
@@ -200,11 +179,7 @@ impl ExecCgroup {
     }
 
     pub fn peak_memory(&self) -> Option<u64> {
-        std::fs::read_to_string(self.path.join("memory.peak"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.path.join("memory.peak")).ok()?.trim().parse().ok()
     }
 
     pub fn cpu_time_ms(&self) -> Option<u64> {
@@ -229,10 +204,7 @@ impl ExecCgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Err(CgroupError::Remove(
-            self.path,
-            last.unwrap_or_else(|| std::io::Error::other("busy")),
-        ))
+        Err(CgroupError::Remove(self.path, last.unwrap_or_else(|| std::io::Error::other("busy"))))
     }
 }
 
@@ -259,15 +231,8 @@ mod tests {
         let service = fake.path().join("system.slice/ironclawd.service");
         std::fs::create_dir_all(&service).unwrap();
         std::fs::write(service.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
-        let mountinfo = format!(
-            "30 1 0:26 / {} rw - cgroup2 cgroup2 rw\n",
-            fake.path().display()
-        );
-        let (s, root) = detect_from(
-            &mountinfo,
-            "0::/system.slice/ironclawd.service/supervisor\n",
-            true,
-        );
+        let mountinfo = format!("30 1 0:26 / {} rw - cgroup2 cgroup2 rw\n", fake.path().display());
+        let (s, root) = detect_from(&mountinfo, "0::/system.slice/ironclawd.service/supervisor\n", true);
         assert!(s.usable, "{:?}", s.reason);
         let root = root.unwrap();
         let limits = Limits {
@@ -280,24 +245,11 @@ mod tests {
         };
         let cg = root.create("abc", &limits).unwrap();
         let dir = service.join("exec-abc");
-        assert_eq!(
-            std::fs::read_to_string(dir.join("memory.max")).unwrap(),
-            (64u64 << 20).to_string()
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.join("cpu.max")).unwrap(),
-            "50000 100000"
-        );
-        assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap(), "16");
-        assert_eq!(
-            std::fs::read_to_string(dir.join("memory.swap.max")).unwrap(),
-            "0"
-        );
-        std::fs::write(
-            dir.join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
-        )
-        .unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
+        assert_eq!(std::fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(std::fs::read_to_string(dir.join("pids.max")).unwrap(), "18");
+        assert_eq!(std::fs::read_to_string(dir.join("memory.swap.max")).unwrap(), "0");
+        std::fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
         assert_eq!(cg.oom_kills(), 1);
         std::fs::write(dir.join("cpu.stat"), "usage_usec 1500000\nuser_usec 1\n").unwrap();
         assert_eq!(cg.cpu_time_ms(), Some(1500));

@@ -131,11 +131,7 @@ pub struct ExecutionPlan {
 
 impl ExecutionPlan {
     fn resources(&self) -> ResourceBackend {
-        if self.cgroups.is_some() {
-            ResourceBackend::CgroupV2
-        } else {
-            ResourceBackend::Fallback
-        }
+        if self.cgroups.is_some() { ResourceBackend::CgroupV2 } else { ResourceBackend::Fallback }
     }
 
     /// A result for an execution that never reached a runner.
@@ -151,10 +147,7 @@ impl ExecutionPlan {
             cpu_time_ms: 0,
             peak_memory_bytes: 0,
             signal: None,
-            layers: LayerReport {
-                resources: self.resources(),
-                sandbox: None,
-            },
+            layers: LayerReport { resources: self.resources(), sandbox: None },
             log: String::new(),
             started_at: unix_ms(),
         }
@@ -173,29 +166,22 @@ impl ExecutionPlan {
             execution_id: self.id.clone(),
             plugin_dir: self.plugin.dir.clone(),
             runtime: match &self.plugin.manifest.runtime {
-                Runtime::Native { library } => RuntimeSpec::Native {
-                    library: library.clone(),
-                },
-                Runtime::Exec { command } => RuntimeSpec::Exec {
-                    argv: command.clone(),
-                },
+                Runtime::Native { library } => RuntimeSpec::Native { library: library.clone() },
+                Runtime::Exec { command } => RuntimeSpec::Exec { argv: command.clone() },
             },
             request: serde_json::to_string(&request).unwrap_or_default(),
             uid: self.uid,
             gid: self.uid,
             rlimits: RlimitSpec {
-                address_space: fallback
-                    .then(|| self.limits.memory.0.saturating_add(ADDRESS_SPACE_HEADROOM)),
+                address_space: fallback.then(|| self.limits.memory.0.saturating_add(ADDRESS_SPACE_HEADROOM)),
                 cpu_seconds: Some(self.limits.cpu_time.0.as_secs().max(1)),
-                processes: Some(self.limits.pids),
+                // The sandbox's init (pid 1) is ours: it does not count against the plugin.
+                processes: Some(self.limits.pids + 1),
                 open_files: 256,
                 file_size: self.limits.output.0,
             },
             read_paths: self.extra_read_paths.clone(),
-            env: PLUGIN_ENV
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: PLUGIN_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             requirements: self.requirements.clone(),
             resources: self.resources(),
         }
@@ -203,9 +189,7 @@ impl ExecutionPlan {
 }
 
 pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// What the IPC reader saw after the runner's first frame.
@@ -218,25 +202,17 @@ struct IpcReport {
     garbage: Option<String>,
 }
 
-async fn read_ipc(
-    mut stream: tokio::net::UnixStream,
-    response_limit: usize,
-    overflow: mpsc::Sender<()>,
-) -> IpcReport {
+async fn read_ipc(mut stream: tokio::net::UnixStream, response_limit: usize, overflow: mpsc::Sender<()>) -> IpcReport {
     let mut report = IpcReport::default();
     // JSON escaping can at most double a body, plus the frame's envelope.
     let frame_limit = response_limit.saturating_mul(2).saturating_add(4096);
     loop {
         match ipc::read_frame_async::<RunnerMessage>(&mut stream, frame_limit).await {
-            Ok(RunnerMessage::Confined { layers }) if report.layers.is_none() => {
-                report.layers = Some(layers)
-            }
+            Ok(RunnerMessage::Confined { layers }) if report.layers.is_none() => report.layers = Some(layers),
             Ok(RunnerMessage::SetupFailed { stage, message }) if report.setup_failed.is_none() => {
                 report.setup_failed = Some((stage, message));
             }
-            Ok(RunnerMessage::Response { body })
-                if report.response.is_none() && report.layers.is_some() =>
-            {
+            Ok(RunnerMessage::Response { body }) if report.response.is_none() && report.layers.is_some() => {
                 if body.len() > response_limit {
                     report.too_large = true;
                     let _ = overflow.try_send(());
@@ -244,9 +220,7 @@ async fn read_ipc(
                 report.response = Some(body);
             }
             Ok(other) => {
-                report.garbage = Some(format!(
-                    "unexpected message on the runner channel: {other:?}"
-                ));
+                report.garbage = Some(format!("unexpected message on the runner channel: {other:?}"));
                 break;
             }
             Err(ipc::IpcError::Read(_)) => break,
@@ -303,10 +277,7 @@ pub async fn execute(plan: ExecutionPlan, cancel: watch::Receiver<bool>) -> Exec
     let started_at = unix_ms();
     let mut result = match Execution::start(&plan).await {
         Ok(execution) => execution.finish(&plan, cancel, started).await,
-        Err(e) => plan.refused(
-            ExecutionStatus::Error,
-            format!("failed to start the sandbox: {e}"),
-        ),
+        Err(e) => plan.refused(ExecutionStatus::Error, format!("failed to start the sandbox: {e}")),
     };
     result.started_at = started_at;
     result.duration_ms = started.elapsed().as_millis() as u64;
@@ -328,14 +299,10 @@ struct Execution {
 impl Execution {
     async fn start(plan: &ExecutionPlan) -> Result<Self, String> {
         let cgroup = match &plan.cgroups {
-            Some(root) => Some(
-                root.create(&plan.id, &plan.limits)
-                    .map_err(|e| crate::runner::error_chain(&e))?,
-            ),
+            Some(root) => Some(root.create(&plan.id, &plan.limits).map_err(|e| crate::runner::error_chain(&e))?),
             None => None,
         };
-        let (daemon_end, runner_end) =
-            StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let (daemon_end, runner_end) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let mut outer = Command::new("/proc/self/exe")
             .arg(RUNNER_ARG)
             .env_clear()
@@ -349,22 +316,10 @@ impl Execution {
             .map_err(|e| format!("pidfd of the runner: {e}"))?;
         let output_limit = plan.limits.output.0 as usize;
         let (overflow_tx, overflow) = mpsc::channel(4);
-        let stdout = async_pipe(outer.stdout.take().expect("piped"))
-            .map_err(|e| format!("stdout pipe: {e}"))?;
-        let stderr = async_pipe(outer.stderr.take().expect("piped"))
-            .map_err(|e| format!("stderr pipe: {e}"))?;
-        let stdout = tokio::spawn(read_pipe(
-            stdout,
-            output_limit + 1,
-            output_limit,
-            overflow_tx.clone(),
-        ));
-        let stderr = tokio::spawn(read_pipe(
-            stderr,
-            LOG_KEPT,
-            output_limit.max(LOG_KEPT),
-            overflow_tx.clone(),
-        ));
+        let stdout = async_pipe(outer.stdout.take().expect("piped")).map_err(|e| format!("stdout pipe: {e}"))?;
+        let stderr = async_pipe(outer.stderr.take().expect("piped")).map_err(|e| format!("stderr pipe: {e}"))?;
+        let stdout = tokio::spawn(read_pipe(stdout, output_limit + 1, output_limit, overflow_tx.clone()));
+        let stderr = tokio::spawn(read_pipe(stderr, LOG_KEPT, output_limit.max(LOG_KEPT), overflow_tx.clone()));
         let mut execution = Execution {
             outer,
             outer_exit,
@@ -377,20 +332,14 @@ impl Execution {
             overflow,
         };
 
-        daemon_end
-            .set_nonblocking(true)
-            .map_err(|e| e.to_string())?;
+        daemon_end.set_nonblocking(true).map_err(|e| e.to_string())?;
         let mut ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| e.to_string())?;
         // The first frame comes from the outer runner, before the confined one may act.
-        let first = tokio::time::timeout(
-            SPAWN_DEADLINE,
-            ipc::read_frame_async::<RunnerMessage>(&mut ipc, 64 * 1024),
-        )
-        .await;
+        let first =
+            tokio::time::timeout(SPAWN_DEADLINE, ipc::read_frame_async::<RunnerMessage>(&mut ipc, 64 * 1024)).await;
         match first {
             Ok(Ok(RunnerMessage::Spawned { pid })) => {
-                let pidfd = sys::pidfd_open(pid)
-                    .map_err(|e| format!("pidfd of the confined runner: {e}"))?;
+                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd of the confined runner: {e}"))?;
                 execution.inner = Some((pid, pidfd));
                 if let Some(cg) = &execution.cgroup {
                     for p in [execution.outer.id() as i32, pid] {
@@ -399,27 +348,15 @@ impl Execution {
                 }
                 let mut frame = Vec::new();
                 ipc::write_frame(&mut frame, &plan.runner_spec()).map_err(|e| e.to_string())?;
-                ipc.write_all(&frame)
-                    .await
-                    .map_err(|e| format!("send the spec: {e}"))?;
+                ipc.write_all(&frame).await.map_err(|e| format!("send the spec: {e}"))?;
                 execution.ipc = Some(tokio::spawn(read_ipc(ipc, output_limit, overflow_tx)));
             }
-            Ok(Ok(RunnerMessage::SetupFailed { stage, message })) => {
-                execution.early_failure = Some((stage, message))
-            }
+            Ok(Ok(RunnerMessage::SetupFailed { stage, message })) => execution.early_failure = Some((stage, message)),
             Ok(Ok(other)) => {
-                execution.early_failure = Some((
-                    "protocol".into(),
-                    format!("unexpected first frame {other:?}"),
-                ))
+                execution.early_failure = Some(("protocol".into(), format!("unexpected first frame {other:?}")))
             }
-            Ok(Err(e)) => {
-                execution.early_failure = Some(("protocol".into(), crate::runner::error_chain(&e)))
-            }
-            Err(_) => {
-                execution.early_failure =
-                    Some(("spawn".into(), "the runner did not start in time".into()))
-            }
+            Ok(Err(e)) => execution.early_failure = Some(("protocol".into(), crate::runner::error_chain(&e))),
+            Err(_) => execution.early_failure = Some(("spawn".into(), "the runner did not start in time".into())),
         }
         Ok(execution)
     }
@@ -432,10 +369,17 @@ impl Execution {
         }
     }
 
+    /// Kills the sandbox. Only the confined runner is killed when it exists: the outer runner
+    /// then exits after the kernel has torn the whole pid namespace down, so the uid slot is
+    /// never handed to the next execution while processes of this one still count against it.
     fn kill_now(&self) {
         use nix::sys::signal::Signal;
-        self.signal_inner(Signal::SIGKILL);
-        let _ = sys::pidfd_kill(self.outer_exit.get_ref().as_fd(), Signal::SIGKILL as i32);
+        match &self.inner {
+            Some(_) => self.signal_inner(Signal::SIGKILL),
+            None => {
+                let _ = sys::pidfd_kill(self.outer_exit.get_ref().as_fd(), Signal::SIGKILL as i32);
+            }
+        }
         if let Some(cg) = &self.cgroup {
             cg.kill();
         }
@@ -613,14 +557,10 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
         let message = match reason {
             Timeout => "the execution exceeded its wall-clock timeout and was killed".to_string(),
             Cancelled => "the execution was cancelled".to_string(),
-            MemoryLimit => format!(
-                "the execution exceeded its memory limit of {} bytes and was killed",
-                o.memory_limit
-            ),
-            CpuLimit => format!(
-                "the execution exceeded its CPU time limit of {} ms and was killed",
-                o.cpu_limit_ms
-            ),
+            MemoryLimit => {
+                format!("the execution exceeded its memory limit of {} bytes and was killed", o.memory_limit)
+            }
+            CpuLimit => format!("the execution exceeded its CPU time limit of {} ms and was killed", o.cpu_limit_ms),
             OutputLimit => "the execution exceeded its output limit and was killed".to_string(),
             _ => "the execution was stopped".to_string(),
         };
@@ -629,66 +569,31 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
     if o.oom_killed {
         return (
             MemoryLimit,
-            Some(format!(
-                "the kernel OOM-killed the execution at its memory limit of {} bytes",
-                o.memory_limit
-            )),
+            Some(format!("the kernel OOM-killed the execution at its memory limit of {} bytes", o.memory_limit)),
         );
     }
     if o.output_too_large {
-        return (
-            OutputLimit,
-            Some("the execution exceeded its output limit".into()),
-        );
+        return (OutputLimit, Some("the execution exceeded its output limit".into()));
     }
     if let Some((stage, message)) = &o.setup_failed {
         return match stage.as_str() {
             "requirements" => (Denied, Some(message.clone())),
             "load" => (Error, Some(format!("failed to load the plugin: {message}"))),
-            "exec" => (
-                Error,
-                Some(format!("failed to start the plugin: {message}")),
-            ),
-            _ => (
-                Error,
-                Some(format!(
-                    "sandbox set-up failed at stage '{stage}': {message}"
-                )),
-            ),
+            "exec" => (Error, Some(format!("failed to start the plugin: {message}"))),
+            _ => (Error, Some(format!("sandbox set-up failed at stage '{stage}': {message}"))),
         };
     }
     if let Some(s) = sig {
-        let cpu_killed =
-            s == libc::SIGXCPU || (s == libc::SIGKILL && o.reaped.cpu_time_ms >= o.cpu_limit_ms);
+        let cpu_killed = s == libc::SIGXCPU || (s == libc::SIGKILL && o.reaped.cpu_time_ms >= o.cpu_limit_ms);
         if cpu_killed {
-            return (
-                CpuLimit,
-                Some(format!(
-                    "the execution exceeded its CPU time limit of {} ms",
-                    o.cpu_limit_ms
-                )),
-            );
+            return (CpuLimit, Some(format!("the execution exceeded its CPU time limit of {} ms", o.cpu_limit_ms)));
         }
         if o.reaped.max_rss_bytes >= o.memory_limit / 10 * 9 {
-            return (
-                MemoryLimit,
-                Some(format!(
-                    "the execution died at its memory limit of {} bytes",
-                    o.memory_limit
-                )),
-            );
+            return (MemoryLimit, Some(format!("the execution died at its memory limit of {} bytes", o.memory_limit)));
         }
-        let name = nix::sys::signal::Signal::try_from(s)
-            .map_or_else(|_| s.to_string(), |n| n.as_str().to_string());
-        let hint = if s == libc::SIGSYS {
-            " (a forbidden system call)"
-        } else {
-            ""
-        };
-        return (
-            Crashed,
-            Some(format!("the plugin was killed by {name}{hint}")),
-        );
+        let name = nix::sys::signal::Signal::try_from(s).map_or_else(|_| s.to_string(), |n| n.as_str().to_string());
+        let hint = if s == libc::SIGSYS { " (a forbidden system call)" } else { "" };
+        return (Crashed, Some(format!("the plugin was killed by {name}{hint}")));
     }
     if o.reaped.exit_code == Some(EXIT_SETUP_FAILED) && o.ipc_garbage.is_some() {
         return (Error, o.ipc_garbage.clone());
@@ -734,12 +639,7 @@ mod tests {
             kill_reason: None,
             oom_killed: false,
             setup_failed: None,
-            reaped: sys::Reaped {
-                exit_code: Some(0),
-                signal: None,
-                cpu_time_ms: 5,
-                max_rss_bytes: 1 << 20,
-            },
+            reaped: sys::Reaped { exit_code: Some(0), signal: None, cpu_time_ms: 5, max_rss_bytes: 1 << 20 },
             memory_limit: 64 << 20,
             cpu_limit_ms: 1000,
             output_too_large: false,
@@ -756,23 +656,14 @@ mod tests {
         let mut o = outcome();
         o.reaped.signal = Some(libc::SIGSEGV);
         o.reaped.exit_code = None;
-        assert_eq!(
-            classify(&o),
-            (
-                ExecutionStatus::Crashed,
-                Some("the plugin was killed by SIGSEGV".into())
-            )
-        );
+        assert_eq!(classify(&o), (ExecutionStatus::Crashed, Some("the plugin was killed by SIGSEGV".into())));
         o.reaped.signal = Some(libc::SIGXCPU);
         assert_eq!(classify(&o).0, ExecutionStatus::CpuLimit);
         let mut o = outcome();
         o.oom_killed = true;
         assert_eq!(classify(&o).0, ExecutionStatus::MemoryLimit);
         let mut o = outcome();
-        o.setup_failed = Some((
-            "requirements".into(),
-            "policy requires layer 'cgroup_v2'".into(),
-        ));
+        o.setup_failed = Some(("requirements".into(), "policy requires layer 'cgroup_v2'".into()));
         assert_eq!(classify(&o).0, ExecutionStatus::Denied);
     }
 
@@ -789,41 +680,21 @@ mod tests {
             cpu_time_ms: 0,
             peak_memory_bytes: 0,
             signal: None,
-            layers: LayerReport {
-                resources: ResourceBackend::Fallback,
-                sandbox: None,
-            },
+            layers: LayerReport { resources: ResourceBackend::Fallback, sandbox: None },
             log: String::new(),
             started_at: 0,
         };
         let mut r = plan_result();
-        apply_response(
-            &mut r,
-            br#"{"status":"success","data":{"result":5}}"#,
-            Some(0),
-        );
-        assert_eq!(
-            (r.status, r.data),
-            (
-                ExecutionStatus::Success,
-                Some(serde_json::json!({"result": 5}))
-            )
-        );
+        apply_response(&mut r, br#"{"status":"success","data":{"result":5}}"#, Some(0));
+        assert_eq!((r.status, r.data), (ExecutionStatus::Success, Some(serde_json::json!({"result": 5}))));
         let mut r = plan_result();
         apply_response(&mut r, b"not json", Some(3));
-        assert_eq!(
-            r.error.as_deref(),
-            Some("the plugin exited with status 3 without a valid response")
-        );
+        assert_eq!(r.error.as_deref(), Some("the plugin exited with status 3 without a valid response"));
         let mut r = plan_result();
         apply_response(&mut r, b"", Some(0));
         assert_eq!(r.error.as_deref(), Some("the plugin produced no response"));
         let mut r = plan_result();
-        apply_response(
-            &mut r,
-            br#"{"status":"error","error":"nope","extra":1}"#,
-            Some(0),
-        );
+        apply_response(&mut r, br#"{"status":"error","error":"nope","extra":1}"#, Some(0));
         assert_eq!(r.status, ExecutionStatus::Error);
         assert!(r.error.unwrap().contains("not valid"));
     }

@@ -29,11 +29,7 @@ pub enum SupervisorError {
     #[error("no plugin named '{0}'")]
     NotFound(String),
     #[error("plugin '{name}' is {state}: {reason}")]
-    NotRunnable {
-        name: String,
-        state: &'static str,
-        reason: String,
-    },
+    NotRunnable { name: String, state: &'static str, reason: String },
     #[error("invalid parameters at '{path}': {message}")]
     InvalidParameters { path: String, message: String },
     #[error("too many executions in flight; retry later")]
@@ -55,10 +51,7 @@ pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
     let (cgroup_v2, root) = cgroup::detect();
     let uts = nix::sys::utsname::uname().ok();
     let host = HostSupport {
-        kernel: uts
-            .as_ref()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
         arch: std::env::consts::ARCH.to_string(),
         running_as_root: nix::unistd::geteuid().is_root(),
         landlock_abi: crate::sandbox::sys::landlock_abi(),
@@ -164,13 +157,9 @@ impl Supervisor {
         registry: Registry,
     ) -> Arc<Self> {
         let n = config.executions.max_concurrent;
-        let uids = (0..n as u32)
-            .rev()
-            .map(|i| config.runner.uid_base + i)
-            .collect();
+        let uids = (0..n as u32).rev().map(|i| config.runner.uid_base + i).collect();
         Arc::new(Supervisor {
-            api_version: Version::parse(ironclaw_plugin_sdk::API_VERSION)
-                .expect("the SDK's API version is semver"),
+            api_version: Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("the SDK's API version is semver"),
             host,
             policy,
             cgroups,
@@ -265,10 +254,7 @@ impl Supervisor {
 
     pub fn plugin_info(&self, name: &str) -> Result<Value, SupervisorError> {
         let reg = self.registry();
-        let e = reg
-            .plugins
-            .get(name)
-            .ok_or_else(|| SupervisorError::NotFound(name.into()))?;
+        let e = reg.plugins.get(name).ok_or_else(|| SupervisorError::NotFound(name.into()))?;
         let m = e.plugin.as_ref().map(|p| &p.manifest);
         Ok(json!({
             "name": e.name,
@@ -290,9 +276,7 @@ impl Supervisor {
         let state = reg.set_enabled(name, enabled, &self.api_version)?;
         tracing::info!(plugin = %name, enabled, ?state, "admin changed the enabled state");
         let reason = reg.plugins.get(name).and_then(|e| e.reason.clone());
-        Ok(
-            json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}),
-        )
+        Ok(json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}))
     }
 
     /// Validates and runs one execution.
@@ -307,10 +291,7 @@ impl Supervisor {
         }
         let plugin = {
             let reg = self.registry();
-            let e = reg
-                .plugins
-                .get(name)
-                .ok_or_else(|| SupervisorError::NotFound(name.into()))?;
+            let e = reg.plugins.get(name).ok_or_else(|| SupervisorError::NotFound(name.into()))?;
             match (&e.plugin, e.state) {
                 (Some(p), PluginState::Enabled) => p.clone(),
                 _ => {
@@ -354,8 +335,7 @@ impl Supervisor {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.executions.max_queued
-                {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.executions.max_queued {
                     self.waiting.fetch_sub(1, Ordering::SeqCst);
                     return Err(SupervisorError::Overloaded);
                 }
@@ -364,17 +344,11 @@ impl Supervisor {
                 acquired.map_err(|_| SupervisorError::ShuttingDown)?
             }
         };
-        plan.uid = lock(&self.free_uids)
-            .pop()
-            .expect("one uid per semaphore permit");
+        plan.uid = lock(&self.free_uids).pop().expect("one uid per semaphore permit");
         let (cancel_tx, cancel_rx) = watch::channel(false);
         lock(&self.executions).running.insert(
             id.clone(),
-            Running {
-                plugin: name.to_string(),
-                started_at: execution::unix_ms(),
-                cancel: cancel_tx,
-            },
+            Running { plugin: name.to_string(), started_at: execution::unix_ms(), cancel: cancel_tx },
         );
 
         // The execution runs in its own task: a client that goes away never leaves a runner
@@ -396,10 +370,9 @@ impl Supervisor {
         );
         match wait {
             Wait::Detach => Ok(Started::Detached(id)),
-            Wait::Result => done_rx
-                .await
-                .map(|r| Started::Finished(Box::new(r)))
-                .map_err(|_| SupervisorError::TaskFailed),
+            Wait::Result => {
+                done_rx.await.map(|r| Started::Finished(Box::new(r))).map_err(|_| SupervisorError::TaskFailed)
+            }
         }
     }
 
@@ -429,19 +402,12 @@ impl Supervisor {
                 | ExecutionStatus::OutputLimit
         );
         if failed && let Some(entry) = self.registry_mut().plugins.get_mut(&result.plugin) {
-            let detail = format!(
-                "{} ({}): {}",
-                result.status.as_str(),
-                result.id,
-                result.error.as_deref().unwrap_or("")
-            );
+            let detail =
+                format!("{} ({}): {}", result.status.as_str(), result.id, result.error.as_deref().unwrap_or(""));
             tracing::warn!(plugin = %result.plugin, id = %result.id, "on_error");
             entry.record(LifecycleEventKind::OnError, detail);
         }
-        lock(&self.stats)
-            .entry(result.plugin.clone())
-            .or_default()
-            .record(&result);
+        lock(&self.stats).entry(result.plugin.clone()).or_default().record(&result);
         let mut table = lock(&self.executions);
         table.running.remove(&result.id);
         table.order.push_back(result.id.clone());
@@ -461,10 +427,7 @@ impl Supervisor {
         if let Some(r) = table.finished.get(id) {
             return Ok(serde_json::to_value(r).unwrap_or_default());
         }
-        let r = table
-            .running
-            .get(id)
-            .ok_or_else(|| SupervisorError::ExecutionNotFound(id.into()))?;
+        let r = table.running.get(id).ok_or_else(|| SupervisorError::ExecutionNotFound(id.into()))?;
         Ok(json!({"id": id, "plugin": r.plugin, "status": "running", "started_at": r.started_at}))
     }
 
@@ -492,9 +455,7 @@ impl Supervisor {
                 tracing::info!(id = %id, plugin = %r.plugin, "cancellation requested");
                 Ok(json!({"id": id, "status": "cancelling"}))
             }
-            None if table.finished.contains_key(id) => {
-                Err(SupervisorError::AlreadyFinished(id.into()))
-            }
+            None if table.finished.contains_key(id) => Err(SupervisorError::AlreadyFinished(id.into())),
             None => Err(SupervisorError::ExecutionNotFound(id.into())),
         }
     }
@@ -505,8 +466,7 @@ impl Supervisor {
         for s in stats.values() {
             all.merge(s);
         }
-        let per_plugin: BTreeMap<&String, Value> =
-            stats.iter().map(|(k, v)| (k, v.to_json())).collect();
+        let per_plugin: BTreeMap<&String, Value> = stats.iter().map(|(k, v)| (k, v.to_json())).collect();
         let mut out = all.to_json();
         out["plugins"] = json!(per_plugin);
         out["running"] = json!(lock(&self.executions).running.len());
@@ -518,10 +478,7 @@ impl Supervisor {
             return Err(SupervisorError::NotFound(name.into()));
         }
         let stats = lock(&self.stats);
-        let mut out = stats
-            .get(name)
-            .map(PluginStats::to_json)
-            .unwrap_or_else(|| PluginStats::default().to_json());
+        let mut out = stats.get(name).map(PluginStats::to_json).unwrap_or_else(|| PluginStats::default().to_json());
         out["plugin"] = json!(name);
         Ok(out)
     }
@@ -541,10 +498,7 @@ impl Supervisor {
         };
         if tokio::time::timeout(grace, wait_idle).await.is_err() {
             let table = lock(&self.executions);
-            tracing::warn!(
-                remaining = table.running.len(),
-                "shutdown grace elapsed, cancelling executions"
-            );
+            tracing::warn!(remaining = table.running.len(), "shutdown grace elapsed, cancelling executions");
             for r in table.running.values() {
                 let _ = r.cancel.send(true);
             }
@@ -556,12 +510,7 @@ impl Supervisor {
             }
         })
         .await;
-        for entry in self
-            .registry_mut()
-            .plugins
-            .values_mut()
-            .filter(|e| e.plugin.is_some())
-        {
+        for entry in self.registry_mut().plugins.values_mut().filter(|e| e.plugin.is_some()) {
             entry.record(LifecycleEventKind::OnUnload, "daemon shutdown");
             tracing::info!(plugin = %entry.name, "on_unload");
         }

@@ -12,17 +12,11 @@ pub struct Usage {
 }
 
 fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |v| v as u64)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as u64)
 }
 
 fn clock_ticks() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100, |v| v as u64)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100, |v| v as u64)
 }
 
 /// Reads one `/proc/<pid>` directory: resident pages from `statm`, utime+stime from `stat`.
@@ -34,10 +28,7 @@ fn read_process(dir: &Path, page: u64, ticks: u64) -> Option<Usage> {
     // After the command name: state is field 3, utime 14 and stime 15 (1-based).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Usage {
-        rss_bytes: resident * page,
-        cpu_time_ms: (utime + stime) * 1000 / ticks,
-    })
+    Some(Usage { rss_bytes: resident * page, cpu_time_ms: (utime + stime) * 1000 / ticks })
 }
 
 /// Samples the sandbox whose pid 1 has the host pid `inner`. The sandbox's own procfs (mounted
@@ -49,23 +40,11 @@ pub fn sample(inner: i32) -> Option<Usage> {
     let mut seen = false;
     // Until the sandbox has mounted its own procfs, that path is the host's /proc (the same
     // superblock as ours): listing it would count every process of the host.
-    let device = |p: &str| {
-        std::fs::metadata(p)
-            .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-            .ok()
-    };
-    let sandbox_procfs =
-        matches!((device(&own_proc), device("/proc")), (Some(a), Some(b)) if a != b);
-    if let Some(entries) = sandbox_procfs
-        .then(|| std::fs::read_dir(&own_proc).ok())
-        .flatten()
-    {
+    let device = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
+    let sandbox_procfs = matches!((device(&own_proc), device("/proc")), (Some(a), Some(b)) if a != b);
+    if let Some(entries) = sandbox_procfs.then(|| std::fs::read_dir(&own_proc).ok()).flatten() {
         for entry in entries.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
+            if entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())
                 && let Some(u) = read_process(&entry.path(), page, ticks)
             {
                 total.rss_bytes += u.rss_bytes;

@@ -17,11 +17,7 @@ pub enum CalcError {
     Syntax(String),
     UnknownName(String),
     UnknownFunction(String),
-    Arity {
-        function: &'static str,
-        expected: &'static str,
-        got: usize,
-    },
+    Arity { function: &'static str, expected: &'static str, got: usize },
     DivisionByZero,
     Domain(String),
     TooLarge(String),
@@ -30,22 +26,12 @@ pub enum CalcError {
 impl fmt::Display for CalcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CalcError::TooLong(n) => write!(
-                f,
-                "expression is too long ({n} bytes, the limit is {MAX_LENGTH})"
-            ),
-            CalcError::TooDeep => write!(
-                f,
-                "expression is nested too deeply (the limit is {MAX_DEPTH} levels)"
-            ),
+            CalcError::TooLong(n) => write!(f, "expression is too long ({n} bytes, the limit is {MAX_LENGTH})"),
+            CalcError::TooDeep => write!(f, "expression is nested too deeply (the limit is {MAX_DEPTH} levels)"),
             CalcError::Syntax(m) => write!(f, "syntax error: {m}"),
             CalcError::UnknownName(n) => write!(f, "unknown name '{n}'"),
             CalcError::UnknownFunction(n) => write!(f, "unknown function '{n}'"),
-            CalcError::Arity {
-                function,
-                expected,
-                got,
-            } => {
+            CalcError::Arity { function, expected, got } => {
                 write!(f, "{function}() takes {expected} argument(s), {got} given")
             }
             CalcError::DivisionByZero => write!(f, "division by zero"),
@@ -99,9 +85,7 @@ fn tokenize(src: &str) -> Result<Vec<Token>, CalcError> {
             b')' => Token::RParen,
             b',' => Token::Comma,
             b'0'..=b'9' | b'.' => {
-                while i < bytes.len()
-                    && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_')
-                {
+                while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.' || bytes[i] == b'_') {
                     i += 1;
                 }
                 if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
@@ -117,9 +101,8 @@ fn tokenize(src: &str) -> Result<Vec<Token>, CalcError> {
                     }
                 }
                 let text: String = src[start..i].chars().filter(|&c| c != '_').collect();
-                let value: f64 = text.parse().map_err(|_| {
-                    CalcError::Syntax(format!("invalid number '{}'", &src[start..i]))
-                })?;
+                let value: f64 =
+                    text.parse().map_err(|_| CalcError::Syntax(format!("invalid number '{}'", &src[start..i])))?;
                 Token::Num(value)
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
@@ -130,9 +113,7 @@ fn tokenize(src: &str) -> Result<Vec<Token>, CalcError> {
             }
             _ => {
                 let ch = src[start..].chars().next().unwrap_or('?');
-                return Err(CalcError::Syntax(format!(
-                    "unexpected character '{ch}' at position {start}"
-                )));
+                return Err(CalcError::Syntax(format!("unexpected character '{ch}' at position {start}")));
             }
         };
         tokens.push(token);
@@ -169,11 +150,7 @@ impl Parser<'_> {
 
     fn descend(&mut self) -> Result<(), CalcError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            Err(CalcError::TooDeep)
-        } else {
-            Ok(())
-        }
+        if self.depth > MAX_DEPTH { Err(CalcError::TooDeep) } else { Ok(()) }
     }
 
     // expr := term (('+' | '-') term)*
@@ -189,9 +166,7 @@ impl Parser<'_> {
     // term := unary (('*' | '/' | '//' | '%') unary)*
     fn term(&mut self) -> Result<Expr, CalcError> {
         let mut left = self.unary()?;
-        while let Some(op @ (Token::Star | Token::Slash | Token::SlashSlash | Token::Percent)) =
-            self.peek()
-        {
+        while let Some(op @ (Token::Star | Token::Slash | Token::SlashSlash | Token::Percent)) = self.peek() {
             self.pos += 1;
             left = Expr::Binary(op, Box::new(left), Box::new(self.unary()?));
         }
@@ -271,10 +246,7 @@ impl Parser<'_> {
     fn expect_rparen(&mut self) -> Result<(), CalcError> {
         match self.next() {
             Some(Token::RParen) => Ok(()),
-            Some(t) => Err(CalcError::Syntax(format!(
-                "expected ')' but found {}",
-                describe(t)
-            ))),
+            Some(t) => Err(CalcError::Syntax(format!("expected ')' but found {}", describe(t)))),
             None => Err(CalcError::Syntax("missing ')'".into())),
         }
     }
@@ -306,18 +278,10 @@ pub fn evaluate(src: &str) -> Result<f64, CalcError> {
     if tokens.is_empty() {
         return Err(CalcError::Syntax("empty expression".into()));
     }
-    let mut parser = Parser {
-        src,
-        tokens,
-        pos: 0,
-        depth: 0,
-    };
+    let mut parser = Parser { src, tokens, pos: 0, depth: 0 };
     let ast = parser.expr()?;
     if let Some(t) = parser.peek() {
-        return Err(CalcError::Syntax(format!(
-            "unexpected {} after the expression",
-            describe(t)
-        )));
+        return Err(CalcError::Syntax(format!("unexpected {} after the expression", describe(t))));
     }
     eval(&ast)
 }
@@ -328,9 +292,7 @@ fn finite(value: f64, what: &str) -> Result<f64, CalcError> {
     } else if value.is_nan() {
         Err(CalcError::Domain(format!("{what} is undefined")))
     } else {
-        Err(CalcError::TooLarge(format!(
-            "{what} overflows a 64-bit float"
-        )))
+        Err(CalcError::TooLarge(format!("{what} overflows a 64-bit float")))
     }
 }
 
@@ -375,18 +337,14 @@ fn power(a: f64, b: f64) -> Result<f64, CalcError> {
         return Err(CalcError::DivisionByZero);
     }
     if a < 0.0 && b.fract() != 0.0 {
-        return Err(CalcError::Domain(
-            "negative number raised to a fractional power".into(),
-        ));
+        return Err(CalcError::Domain("negative number raised to a fractional power".into()));
     }
     finite(a.powf(b), "the power")
 }
 
 fn integer(function: &str, v: f64) -> Result<i64, CalcError> {
     if v.fract() != 0.0 || v.abs() > 9.007_199_254_740_992e15 {
-        return Err(CalcError::Domain(format!(
-            "{function}() needs integers, got {v}"
-        )));
+        return Err(CalcError::Domain(format!("{function}() needs integers, got {v}")));
     }
     Ok(v as i64)
 }
@@ -401,14 +359,10 @@ fn gcd(mut a: i64, mut b: i64) -> i64 {
 
 fn factorial(n: f64) -> Result<f64, CalcError> {
     if n < 0.0 || n.fract() != 0.0 {
-        return Err(CalcError::Domain(format!(
-            "factorial() needs a non-negative integer, got {n}"
-        )));
+        return Err(CalcError::Domain(format!("factorial() needs a non-negative integer, got {n}")));
     }
     if n > MAX_FACTORIAL {
-        return Err(CalcError::TooLarge(format!(
-            "factorial({n}) exceeds the largest 64-bit float"
-        )));
+        return Err(CalcError::TooLarge(format!("factorial({n}) exceeds the largest 64-bit float")));
     }
     Ok((1..=n as u32).fold(1.0, |acc, k| acc * f64::from(k)))
 }
@@ -417,9 +371,7 @@ fn combinations(n: f64, k: f64, permutations: bool) -> Result<f64, CalcError> {
     let name = if permutations { "perm" } else { "comb" };
     let (n, k) = (integer(name, n)?, integer(name, k)?);
     if n < 0 || k < 0 {
-        return Err(CalcError::Domain(format!(
-            "{name}() needs non-negative integers"
-        )));
+        return Err(CalcError::Domain(format!("{name}() needs non-negative integers")));
     }
     if k > n {
         return Ok(0.0);
@@ -432,9 +384,7 @@ fn combinations(n: f64, k: f64, permutations: bool) -> Result<f64, CalcError> {
             acc /= (i + 1) as f64;
         }
         if !acc.is_finite() {
-            return Err(CalcError::TooLarge(format!(
-                "{name}({n}, {k}) exceeds the largest 64-bit float"
-            )));
+            return Err(CalcError::TooLarge(format!("{name}({n}, {k}) exceeds the largest 64-bit float")));
         }
     }
     Ok(acc.round())
@@ -505,19 +455,11 @@ fn call(name: &str, args: &[f64]) -> Result<f64, CalcError> {
             (_, Some(2)) => "2",
             _ => "at least 1",
         };
-        return Err(CalcError::Arity {
-            function,
-            expected,
-            got: args.len(),
-        });
+        return Err(CalcError::Arity { function, expected, got: args.len() });
     }
     let x = args[0];
     let domain = |cond: bool, msg: &str| {
-        if cond {
-            Ok(())
-        } else {
-            Err(CalcError::Domain(format!("{function}(): {msg}")))
-        }
+        if cond { Ok(()) } else { Err(CalcError::Domain(format!("{function}(): {msg}"))) }
     };
     let value = match function {
         "sin" => x.sin(),
@@ -602,9 +544,7 @@ fn call(name: &str, args: &[f64]) -> Result<f64, CalcError> {
                     (acc / gcd(acc, v))
                         .checked_mul(v)
                         .map(i64::abs)
-                        .ok_or_else(|| {
-                            CalcError::TooLarge("lcm() overflows a 64-bit integer".into())
-                        })?
+                        .ok_or_else(|| CalcError::TooLarge("lcm() overflows a 64-bit integer".into()))?
                 };
             }
             acc.abs() as f64
@@ -674,10 +614,7 @@ mod tests {
         assert_eq!(ok("round(2.567, 2)"), 2.57);
         assert_eq!(ok("floor(-1.5) + ceil(1.2) + trunc(-1.7) + sign(-3)"), -2.0);
         assert_eq!(ok("comb(5, 2) + perm(5, 2)"), 30.0);
-        assert!(close(
-            ok("degrees(pi) + radians(180)"),
-            180.0 + std::f64::consts::PI
-        ));
+        assert!(close(ok("degrees(pi) + radians(180)"), 180.0 + std::f64::consts::PI));
         assert!(close(ok("tau / 2"), std::f64::consts::PI));
         assert!(FUNCTIONS.len() >= 30);
     }
@@ -689,38 +626,20 @@ mod tests {
         assert!(matches!(evaluate("sqrt(-1)"), Err(CalcError::Domain(_))));
         assert!(matches!(evaluate("log(0)"), Err(CalcError::Domain(_))));
         assert!(matches!(evaluate("acos(2)"), Err(CalcError::Domain(_))));
-        assert_eq!(
-            evaluate("foo + 1"),
-            Err(CalcError::UnknownName("foo".into()))
-        );
-        assert_eq!(
-            evaluate("bar(1)"),
-            Err(CalcError::UnknownFunction("bar".into()))
-        );
-        assert!(matches!(
-            evaluate("sin(1, 2)"),
-            Err(CalcError::Arity { .. })
-        ));
+        assert_eq!(evaluate("foo + 1"), Err(CalcError::UnknownName("foo".into())));
+        assert_eq!(evaluate("bar(1)"), Err(CalcError::UnknownFunction("bar".into())));
+        assert!(matches!(evaluate("sin(1, 2)"), Err(CalcError::Arity { .. })));
         assert!(matches!(evaluate("1 +"), Err(CalcError::Syntax(_))));
         assert!(matches!(evaluate("(1"), Err(CalcError::Syntax(_))));
-        assert!(matches!(
-            evaluate("__import__('os')"),
-            Err(CalcError::Syntax(_))
-        ));
+        assert!(matches!(evaluate("__import__('os')"), Err(CalcError::Syntax(_))));
     }
 
     #[test]
     fn huge_results_fail_fast() {
-        assert!(matches!(
-            evaluate("factorial(100000)"),
-            Err(CalcError::TooLarge(_))
-        ));
+        assert!(matches!(evaluate("factorial(100000)"), Err(CalcError::TooLarge(_))));
         assert!(matches!(evaluate("9**9**9"), Err(CalcError::TooLarge(_))));
         assert!(matches!(evaluate("10 ** 400"), Err(CalcError::TooLarge(_))));
-        assert!(matches!(
-            evaluate("comb(100000, 50000)"),
-            Err(CalcError::TooLarge(_))
-        ));
+        assert!(matches!(evaluate("comb(100000, 50000)"), Err(CalcError::TooLarge(_))));
         assert!(matches!(evaluate("exp(1000)"), Err(CalcError::TooLarge(_))));
     }
 

@@ -14,18 +14,14 @@ pub struct Calculator;
 
 impl Calculator {
     fn parameters(parameters: &Value) -> Result<(&str, u32), String> {
-        let expression = parameters
-            .get("expression")
-            .and_then(Value::as_str)
-            .ok_or("'expression' must be a string")?;
+        let expression = parameters.get("expression").and_then(Value::as_str).ok_or("'expression' must be a string")?;
         let precision = match parameters.get("precision") {
             None | Some(Value::Null) => DEFAULT_PRECISION,
-            Some(p) => p
-                .as_u64()
-                .filter(|p| *p <= u64::from(MAX_PRECISION))
-                .ok_or(format!(
-                    "'precision' must be an integer from 0 to {MAX_PRECISION}"
-                ))? as u32,
+            Some(p) => {
+                p.as_u64()
+                    .filter(|p| *p <= u64::from(MAX_PRECISION))
+                    .ok_or(format!("'precision' must be an integer from 0 to {MAX_PRECISION}"))? as u32
+            }
         };
         Ok((expression, precision))
     }
@@ -49,15 +45,12 @@ impl Plugin for Calculator {
     }
 
     fn execute(&self, parameters: &Value, _context: &Context<'_>) -> Result<Value, PluginError> {
-        let (expression, precision) =
-            Self::parameters(parameters).map_err(PluginError::InvalidInput)?;
+        let (expression, precision) = Self::parameters(parameters).map_err(PluginError::InvalidInput)?;
         match expr::evaluate(expression) {
             Ok(value) => Ok(json!({"result": to_json(value, precision), "expression": expression})),
-            Err(
-                e @ (expr::CalcError::TooLong(_)
-                | expr::CalcError::TooDeep
-                | expr::CalcError::Syntax(_)),
-            ) => Err(PluginError::InvalidInput(e.to_string())),
+            Err(e @ (expr::CalcError::TooLong(_) | expr::CalcError::TooDeep | expr::CalcError::Syntax(_))) => {
+                Err(PluginError::InvalidInput(e.to_string()))
+            }
             Err(e) => Err(PluginError::Failed(e.to_string())),
         }
     }
@@ -71,13 +64,7 @@ mod tests {
 
     fn run(parameters: Value) -> Result<Value, PluginError> {
         let config = json!({});
-        Calculator.execute(
-            &parameters,
-            &Context {
-                execution_id: "t",
-                config: &config,
-            },
-        )
+        Calculator.execute(&parameters, &Context { execution_id: "t", config: &config })
     }
 
     #[test]
@@ -88,33 +75,15 @@ mod tests {
 
     #[test]
     fn precision_rounds() {
-        assert_eq!(
-            run(json!({"expression": "pi", "precision": 3})).unwrap()["result"],
-            json!(3.142)
-        );
-        assert_eq!(
-            run(json!({"expression": "1/3"})).unwrap()["result"],
-            json!(0.3333333333)
-        );
+        assert_eq!(run(json!({"expression": "pi", "precision": 3})).unwrap()["result"], json!(3.142));
+        assert_eq!(run(json!({"expression": "1/3"})).unwrap()["result"], json!(0.3333333333));
     }
 
     #[test]
     fn errors_are_classified() {
-        assert_eq!(
-            run(json!({"expression": "1/0"})),
-            Err(PluginError::Failed("division by zero".into()))
-        );
-        assert!(matches!(
-            run(json!({"expression": "1 +"})),
-            Err(PluginError::InvalidInput(_))
-        ));
-        assert!(matches!(
-            run(json!({"expression": 5})),
-            Err(PluginError::InvalidInput(_))
-        ));
-        assert!(matches!(
-            run(json!({"expression": "1", "precision": 99})),
-            Err(PluginError::InvalidInput(_))
-        ));
+        assert_eq!(run(json!({"expression": "1/0"})), Err(PluginError::Failed("division by zero".into())));
+        assert!(matches!(run(json!({"expression": "1 +"})), Err(PluginError::InvalidInput(_))));
+        assert!(matches!(run(json!({"expression": 5})), Err(PluginError::InvalidInput(_))));
+        assert!(matches!(run(json!({"expression": "1", "precision": 99})), Err(PluginError::InvalidInput(_))));
     }
 }

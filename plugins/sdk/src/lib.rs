@@ -71,19 +71,11 @@ pub struct Response {
 
 impl Response {
     pub fn success(data: Value) -> Self {
-        Self {
-            status: ResponseStatus::Success,
-            data: Some(data),
-            error: None,
-        }
+        Self { status: ResponseStatus::Success, data: Some(data), error: None }
     }
 
     pub fn failure(status: ResponseStatus, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            data: None,
-            error: Some(message.into()),
-        }
+        Self { status, data: None, error: Some(message.into()) }
     }
 }
 
@@ -131,14 +123,12 @@ pub trait Plugin: Default {
 pub fn handle<P: Plugin>(request: &[u8]) -> Vec<u8> {
     let response = match serde_json::from_slice::<Request>(request) {
         Err(e) => Response::failure(ResponseStatus::Error, format!("malformed request: {e}")),
-        Ok(req) if req.protocol != PROTOCOL_VERSION => Response::failure(
-            ResponseStatus::Error,
-            format!("unsupported protocol version {}", req.protocol),
-        ),
+        Ok(req) if req.protocol != PROTOCOL_VERSION => {
+            Response::failure(ResponseStatus::Error, format!("unsupported protocol version {}", req.protocol))
+        }
         Ok(req) => run_lifecycle(&P::default(), &req),
     };
-    serde_json::to_vec(&response)
-        .unwrap_or_else(|_| br#"{"status":"error","error":"unencodable response"}"#.to_vec())
+    serde_json::to_vec(&response).unwrap_or_else(|_| br#"{"status":"error","error":"unencodable response"}"#.to_vec())
 }
 
 fn run_lifecycle<P: Plugin>(plugin: &P, req: &Request) -> Response {
@@ -148,10 +138,7 @@ fn run_lifecycle<P: Plugin>(plugin: &P, req: &Request) -> Response {
     if req.operation == Operation::Validate {
         return Response::success(Value::Null);
     }
-    let context = Context {
-        execution_id: &req.execution_id,
-        config: &req.config,
-    };
+    let context = Context { execution_id: &req.execution_id, config: &req.config };
     let outcome = plugin.execute(&req.parameters, &context);
     plugin.cleanup();
     match outcome {
@@ -187,11 +174,7 @@ pub mod ffi {
 
     /// # Safety
     /// `request` must point to `len` readable bytes and `out_len` to a writable `usize`.
-    pub unsafe fn invoke<P: Plugin>(
-        request: *const u8,
-        len: usize,
-        out_len: *mut usize,
-    ) -> *mut u8 {
+    pub unsafe fn invoke<P: Plugin>(request: *const u8, len: usize, out_len: *mut usize) -> *mut u8 {
         let bytes: &[u8] = if request.is_null() || len == 0 {
             &[]
         } else {
@@ -200,17 +183,15 @@ pub mod ffi {
             unsafe { std::slice::from_raw_parts(request, len) }
         };
         // No panic may cross the FFI boundary: turn it into an error response.
-        let encoded =
-            catch_unwind(AssertUnwindSafe(|| handle::<P>(bytes))).unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                let response =
-                    Response::failure(ResponseStatus::Error, format!("plugin panicked: {message}"));
-                serde_json::to_vec(&response).unwrap_or_default()
-            });
+        let encoded = catch_unwind(AssertUnwindSafe(|| handle::<P>(bytes))).unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let response = Response::failure(ResponseStatus::Error, format!("plugin panicked: {message}"));
+            serde_json::to_vec(&response).unwrap_or_default()
+        });
         let boxed = encoded.into_boxed_slice();
         // SAFETY: the caller guarantees `out_len` is a valid, writable pointer.
         unsafe { *out_len = boxed.len() };
@@ -280,11 +261,7 @@ mod tests {
     struct Echo;
     impl Plugin for Echo {
         fn validate(&self, p: &Value) -> Result<(), String> {
-            if p.get("bad").is_some() {
-                Err("bad is not allowed".into())
-            } else {
-                Ok(())
-            }
+            if p.get("bad").is_some() { Err("bad is not allowed".into()) } else { Ok(()) }
         }
         fn execute(&self, p: &Value, c: &Context<'_>) -> Result<Value, PluginError> {
             if p.get("panic").is_some() {
@@ -311,19 +288,13 @@ mod tests {
 
     #[test]
     fn execute_round_trip() {
-        let r = decode(&handle::<Echo>(&request(
-            Operation::Execute,
-            json!({"a": 1}),
-        )));
+        let r = decode(&handle::<Echo>(&request(Operation::Execute, json!({"a": 1}))));
         assert_eq!(r, Response::success(json!({"echo": {"a": 1}, "id": "x1"})));
     }
 
     #[test]
     fn validate_failure_is_invalid_input() {
-        let r = decode(&handle::<Echo>(&request(
-            Operation::Validate,
-            json!({"bad": 1}),
-        )));
+        let r = decode(&handle::<Echo>(&request(Operation::Validate, json!({"bad": 1}))));
         assert_eq!(r.status, ResponseStatus::InvalidInput);
         assert_eq!(r.error.as_deref(), Some("bad is not allowed"));
     }

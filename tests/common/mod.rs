@@ -1,0 +1,326 @@
+//! Test harness: starts the real `ironclawd` on a temporary socket, with copies of the plugins
+//! it needs, and talks to it with the same client as the CLI.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ironclaw::client::{Answer, Client, Endpoint};
+use serde_json::{Value, json};
+
+/// Set to 1 to let tests that need root skip (loudly) instead of failing.
+pub const SKIP_ENV: &str = "IRONCLAW_TEST_SKIP_PRIVILEGED";
+
+/// Fails the test unless running as root, or skips it loudly when SKIP_ENV=1.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var(common::SKIP_ENV).as_deref() == Ok("1") {
+                eprintln!("SKIPPED {}: needs root (namespaces, uid switch)", module_path!());
+                return;
+            }
+            panic!("this test needs root (namespaces, uid switch); set {}=1 to skip it explicitly", common::SKIP_ENV);
+        }
+    };
+}
+
+/// `target/debug`, where cargo put the daemon and the fixture plugins.
+pub fn target_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ironclawd")).parent().unwrap().to_path_buf()
+}
+
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The built artifact each plugin needs in its folder.
+fn artifact(plugin: &str) -> Option<&'static str> {
+    match plugin {
+        "calculator" => Some("libcalculator.so"),
+        "misbehave_native" => Some("libmisbehave.so"),
+        "misbehave_exec" => Some("misbehave-exec"),
+        "ctor_native" => Some("libctor_fixture.so"),
+        _ => None,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "src" && entry.file_name() != "target" {
+                copy_dir(&entry.path(), &target);
+            }
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Copies a plugin folder (from `plugins/` or `tests/fixtures/plugins/`) with its built artifact.
+pub fn install_plugin(plugins_dir: &Path, name: &str) {
+    let repo = repo_dir();
+    let source = [repo.join("plugins").join(name), repo.join("tests/fixtures/plugins").join(name)]
+        .into_iter()
+        .find(|p| p.join("plugin.toml").is_file())
+        .unwrap_or_else(|| panic!("no plugin folder for {name}"));
+    let dest = plugins_dir.join(name);
+    copy_dir(&source, &dest);
+    if let Some(file) = artifact(name) {
+        let built = target_dir().join(file);
+        assert!(
+            built.is_file(),
+            "{} is missing: build the workspace first (`make test` does: cargo build --workspace)",
+            built.display()
+        );
+        std::fs::copy(&built, dest.join(file)).unwrap();
+    }
+}
+
+static DAEMONS: AtomicU32 = AtomicU32::new(0);
+
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub uid_base: u32,
+    pub max_concurrent: u32,
+    child: Option<Child>,
+}
+
+pub struct DaemonBuilder {
+    plugins: Vec<String>,
+    policy: String,
+    config: String,
+    max_concurrent: u32,
+    max_queued: u32,
+    dir: Option<tempfile::TempDir>,
+}
+
+pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
+
+impl DaemonBuilder {
+    pub fn plugins(mut self, names: &[&str]) -> Self {
+        self.plugins = names.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn policy(mut self, text: &str) -> Self {
+        self.policy = text.to_string();
+        self
+    }
+
+    /// Extra TOML appended to the generated config file.
+    pub fn config(mut self, text: &str) -> Self {
+        self.config = text.to_string();
+        self
+    }
+
+    pub fn max_concurrent(mut self, n: u32) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+
+    pub fn max_queued(mut self, n: u32) -> Self {
+        self.max_queued = n;
+        self
+    }
+
+    /// Reuses the directory (plugins, policies, state) of an earlier daemon.
+    pub fn reuse(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    pub async fn start(self) -> Daemon {
+        let fresh = self.dir.is_none();
+        let dir = self.dir.unwrap_or_else(|| tempfile::Builder::new().prefix("ironclaw-test-").tempdir().unwrap());
+        let root = dir.path();
+        if fresh {
+            std::fs::create_dir_all(root.join("plugins")).unwrap();
+            std::fs::create_dir_all(root.join("policies")).unwrap();
+            for p in &self.plugins {
+                install_plugin(&root.join("plugins"), p);
+            }
+            std::fs::write(root.join("policies/test.toml"), &self.policy).unwrap();
+        }
+        // Every daemon of every test process gets its own uid range, so rlimits that count per
+        // uid (RLIMIT_NPROC) never mix executions of concurrent tests.
+        let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
+        let uid_base = 2_000_000_000 + (std::process::id() % 50_000) * 1000 + n * 32;
+        let socket = root.join("api.sock");
+        let config = format!(
+            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {:?}\n\
+             [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\nuid_base = {uid_base}\n{}",
+            root.join("plugins"),
+            root.join("policies"),
+            root.join("state"),
+            socket,
+            self.max_concurrent,
+            self.max_queued,
+            self.config
+        );
+        std::fs::write(root.join("ironclawd.toml"), config).unwrap();
+        let log = std::fs::File::create(root.join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ironclawd"))
+            .arg("--config")
+            .arg(root.join("ironclawd.toml"))
+            .arg("--log-level")
+            .arg("debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon { dir, socket, uid_base, max_concurrent: self.max_concurrent, child: Some(child) };
+        daemon.wait_ready().await;
+        daemon
+    }
+}
+
+impl Daemon {
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder {
+            plugins: vec![],
+            policy: DEFAULT_POLICY.into(),
+            config: String::new(),
+            max_concurrent: 4,
+            max_queued: 64,
+            dir: None,
+        }
+    }
+
+    pub async fn with_plugins(names: &[&str]) -> Daemon {
+        Self::builder().plugins(names).start().await
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(a) = self.client().get("/healthz").await
+                && a.status == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ironclawd exited with {status} during start-up:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "ironclawd did not start:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(Endpoint::Unix(self.socket.clone()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.client().get(path).await.unwrap()
+    }
+
+    /// Executes and expects HTTP 200 (a completed execution, whatever its status).
+    pub async fn exec(&self, plugin: &str, parameters: Value) -> Value {
+        let a = self
+            .client()
+            .post(&format!("/api/v1/plugins/{plugin}/execute"), &json!({"parameters": parameters}))
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "execute {plugin} answered {}: {}", a.status, a.body);
+        a.body
+    }
+
+    /// Runs the `ironclaw` CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ironclaw")).arg("--socket").arg(&self.socket).args(args).output().unwrap()
+    }
+
+    /// Processes on the host running as one of this daemon's execution uids.
+    pub fn sandbox_processes(&self) -> Vec<u32> {
+        let range = self.uid_base..self.uid_base + self.max_concurrent;
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+            let uid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<u32>().ok());
+            if uid.is_some_and(|u| range.contains(&u)) {
+                found.push(pid);
+            }
+        }
+        found
+    }
+
+    /// Waits until no sandbox process of this daemon is left (bounded), and returns what is.
+    pub async fn settled_sandbox_processes(&self) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = self.sandbox_processes();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ironclawd did not stop on SIGTERM:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILLs the daemon and reaps it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Stops the daemon and hands back its directory, for a restart on the same state.
+    pub async fn into_dir(mut self) -> tempfile::TempDir {
+        self.stop().await;
+        let dir = tempfile::Builder::new().tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

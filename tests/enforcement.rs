@@ -1,0 +1,388 @@
+//! Enforcement: purpose-built misbehaving plugins (native and exec) try to break each layer,
+//! through the real daemon. Every test asserts the specific denial or status, and that the host
+//! was not touched.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::Daemon;
+use serde_json::{Value, json};
+
+const BOTH: [&str; 2] = ["misbehave_native", "misbehave_exec"];
+
+async fn hostile() -> Daemon {
+    Daemon::with_plugins(&BOTH).await
+}
+
+/// Runs one attack and returns the whole result after checking the execution completed.
+async fn attack(d: &Daemon, plugin: &str, params: Value) -> Value {
+    d.exec(plugin, params).await
+}
+
+/// Runs one attack that the plugin survives, and returns what it observed.
+async fn observed(d: &Daemon, plugin: &str, params: Value) -> Value {
+    let r = attack(d, plugin, params.clone()).await;
+    assert_eq!(r["status"], "success", "{plugin} {params}: {r}");
+    r["data"].clone()
+}
+
+fn errno_of(v: &Value) -> &str {
+    v["errno_name"]
+        .as_str()
+        .unwrap_or_else(|| v["outcome"]["errno_name"].as_str().unwrap_or_else(|| panic!("no errno in {v}")))
+}
+
+#[tokio::test]
+async fn filesystem_reads_outside_the_plugin_folder_are_denied() {
+    require_root!();
+    let d = hostile().await;
+    // A world-readable file the test owns, outside the plugin folder: only Landlock stops it.
+    let outside = tempfile::Builder::new().prefix("ironclaw-secret-").tempfile_in("/tmp").unwrap();
+    std::fs::write(outside.path(), "secret").unwrap();
+    std::fs::set_permissions(outside.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let outside = outside.path().to_str().unwrap().to_string();
+    for plugin in BOTH {
+        for path in ["/etc/shadow", "/etc/passwd", outside.as_str(), "/proc/1/environ", "/sys/kernel/notes"] {
+            let seen = observed(&d, plugin, json!({"attack": "read_file", "path": path})).await;
+            assert_eq!(errno_of(&seen), "EACCES", "{plugin} read {path}: {seen}");
+            assert_eq!(seen["content"], "", "{plugin} read {path}");
+        }
+        let seen = observed(&d, plugin, json!({"attack": "list_dir", "path": "/root"})).await;
+        assert_eq!(errno_of(&seen), "EACCES", "{plugin}: {seen}");
+        // Its own folder is readable, at the fixed in-sandbox path.
+        let seen = observed(&d, plugin, json!({"attack": "read_file", "path": "plugin.toml"})).await;
+        assert_eq!(errno_of(&seen), "OK", "{plugin}: {seen}");
+        assert!(seen["content"].as_str().unwrap().contains(plugin));
+    }
+}
+
+#[tokio::test]
+async fn filesystem_writes_are_denied_everywhere() {
+    require_root!();
+    let d = hostile().await;
+    let canary_dir = tempfile::Builder::new().prefix("ironclaw-canary-").tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(canary_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let target = canary_dir.path().join("escaped");
+    for plugin in BOTH {
+        for path in
+            [target.to_str().unwrap(), "/tmp/ironclaw-escape", "/dev/shm/ironclaw-escape", "/etc/ironclaw-escape"]
+        {
+            let seen = observed(&d, plugin, json!({"attack": "write_file", "path": path})).await;
+            assert_eq!(errno_of(&seen), "EACCES", "{plugin} write {path}: {seen}");
+        }
+        // Its own folder is a read-only mount inside the sandbox.
+        let seen = observed(&d, plugin, json!({"attack": "write_file", "path": "plugin.toml"})).await;
+        assert_eq!(errno_of(&seen), "EROFS", "{plugin}: {seen}");
+    }
+    assert!(!target.exists());
+    assert!(!std::path::Path::new("/tmp/ironclaw-escape").exists());
+    let manifest = std::fs::read_to_string(d.dir.path().join("plugins/misbehave_exec/plugin.toml")).unwrap();
+    assert!(manifest.contains("name = \"misbehave_exec\""), "the plugin folder is untouched");
+}
+
+#[tokio::test]
+async fn host_loopback_tcp_is_unreachable() {
+    require_root!();
+    let d = hostile().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "tcp_connect", "addr": addr})).await;
+        // Landlock denies every TCP connect; the empty namespace would refuse it anyway.
+        assert_eq!(errno_of(&seen), "EACCES", "{plugin}: {seen}");
+    }
+    assert!(listener.accept().is_err(), "the host listener was reached");
+}
+
+#[tokio::test]
+async fn host_loopback_udp_is_unreachable() {
+    require_root!();
+    let d = hostile().await;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "udp_exchange", "addr": addr})).await;
+        // The datagram goes to the sandbox's own loopback, where nothing listens or answers.
+        assert_eq!(seen["send"]["errno_name"], "OK", "{plugin}: {seen}");
+        assert_eq!(seen["reply"]["errno_name"], "EAGAIN", "{plugin}: no reply within the timeout: {seen}");
+    }
+    let mut buf = [0u8; 16];
+    assert!(socket.recv_from(&mut buf).is_err(), "the host UDP socket received a datagram");
+}
+
+#[tokio::test]
+async fn host_abstract_unix_sockets_are_unreachable() {
+    require_root!();
+    let d = hostile().await;
+    let name = format!("ironclaw-test-{}", std::process::id());
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "abstract_connect", "name": name})).await;
+        // Abstract sockets belong to the network namespace: the host's does not exist in the sandbox's.
+        assert_eq!(errno_of(&seen), "ECONNREFUSED", "{plugin}: {seen}");
+    }
+    assert!(listener.accept().is_err(), "the host abstract socket was reached");
+}
+
+#[tokio::test]
+async fn only_loopback_is_visible() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "interfaces"})).await;
+        assert_eq!(seen["interfaces"], json!(["lo"]), "{plugin}");
+    }
+}
+
+#[tokio::test]
+async fn dangerous_syscalls_are_denied_with_eperm() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        for name in ["ptrace", "mount", "unshare", "clone_newns", "io_uring", "bpf", "setuid_root"] {
+            let seen = observed(&d, plugin, json!({"attack": name})).await;
+            assert_eq!(errno_of(&seen), "EPERM", "{plugin} {name}: {seen}");
+        }
+        for high_bits in [false, true] {
+            let seen = observed(&d, plugin, json!({"attack": "tiocsti", "high_bits": high_bits})).await;
+            assert_eq!(errno_of(&seen), "EPERM", "{plugin} TIOCSTI high_bits={high_bits}: {seen}");
+        }
+        let seen = observed(&d, plugin, json!({"attack": "x32_getpid"})).await;
+        assert_eq!(errno_of(&seen), "ENOSYS", "{plugin} x32 syscall: {seen}");
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_cannot_be_signalled() {
+    require_root!();
+    let d = hostile().await;
+    let pid = d.pid();
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "kill", "pid": pid})).await;
+        // The daemon's pid does not exist in the sandbox's pid namespace.
+        assert_eq!(errno_of(&seen), "ESRCH", "{plugin}: {seen}");
+    }
+    assert_eq!(d.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn identity_is_unprivileged_and_the_environment_empty() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "identity"})).await;
+        let uid = seen["uid"].as_u64().unwrap();
+        assert!(uid >= d.uid_base as u64 && uid < (d.uid_base + d.max_concurrent) as u64, "{plugin}: {seen}");
+        assert_eq!(seen["gid"], seen["uid"]);
+        assert_eq!(seen["pid"], 2, "{plugin} runs in its own pid namespace, under a minimal init");
+        assert_eq!(seen["cwd"], "/run/ironclaw/plugin");
+        assert!(seen["capeff"].is_null(), "/proc/self/status is not readable: {seen}");
+        let env = seen["env"].as_array().unwrap();
+        if plugin == "misbehave_native" {
+            assert!(env.is_empty(), "the runner's environment is empty: {seen}");
+        } else {
+            let names: Vec<&str> = env.iter().map(|kv| kv[0].as_str().unwrap()).collect();
+            assert_eq!(names, ["PATH", "LANG", "HOME", "PYTHONDONTWRITEBYTECODE"], "{seen}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn library_constructors_run_fully_confined() {
+    require_root!();
+    let canary = std::path::Path::new("/tmp/ironclaw-ctor-escape");
+    let _ = std::fs::remove_file(canary);
+    let d = Daemon::with_plugins(&["ctor_native"]).await;
+    let seen = observed(&d, "ctor_native", json!({})).await;
+    assert_eq!(seen["open_shadow"], json!({"ret": -1, "errno": libc::EACCES}), "{seen}");
+    assert_eq!(seen["create_tmp"], json!({"ret": -1, "errno": libc::EACCES}), "{seen}");
+    assert_eq!(seen["ptrace"], json!({"ret": -1, "errno": libc::EPERM}), "{seen}");
+    assert_eq!(seen["no_new_privs"]["ret"], 1, "{seen}");
+    assert_eq!(seen["seccomp_mode"]["ret"], 2, "seccomp is in filter mode before dlopen: {seen}");
+    assert!(seen["getuid"]["ret"].as_u64().unwrap() >= d.uid_base as u64, "{seen}");
+    assert!(!canary.exists());
+}
+
+#[tokio::test]
+async fn fork_bombs_hit_the_process_limit() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let seen = observed(&d, plugin, json!({"attack": "fork_bomb"})).await;
+        assert_eq!(errno_of(&seen), "EAGAIN", "{plugin}: {seen}");
+        // pids = 8 in the fixture's manifest, the plugin itself included.
+        assert_eq!(seen["forked"], 7, "{plugin}: {seen}");
+    }
+    assert!(d.settled_sandbox_processes().await.is_empty(), "forked children outlived their execution");
+}
+
+#[tokio::test]
+async fn memory_bombs_are_killed_at_the_limit() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let r = attack(&d, plugin, json!({"attack": "memory_bomb"})).await;
+        assert_eq!(r["status"], "memory_limit", "{plugin}: {r}");
+        assert!(r["error"].as_str().unwrap().contains("67108864"), "{r}");
+        assert!(r["peak_memory_bytes"].as_u64().unwrap() >= 48 << 20, "{r}");
+    }
+}
+
+#[tokio::test]
+async fn cpu_spins_hit_the_cpu_time_limit() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let r = attack(&d, plugin, json!({"attack": "cpu_spin"})).await;
+        assert_eq!(r["status"], "cpu_limit", "{plugin}: {r}");
+        assert!(r["cpu_time_ms"].as_u64().unwrap() >= 900, "{r}");
+        assert!(r["duration_ms"].as_u64().unwrap() < 3000, "stopped before the wall timeout: {r}");
+    }
+}
+
+#[tokio::test]
+async fn sleeping_past_the_timeout_is_killed() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let r = attack(&d, plugin, json!({"attack": "sleep", "seconds": 60})).await;
+        assert_eq!(r["status"], "timeout", "{plugin}: {r}");
+        let ms = r["duration_ms"].as_u64().unwrap();
+        assert!((3000..10_000).contains(&ms), "timeout is 3s plus the kill grace: {ms}");
+    }
+    assert!(d.settled_sandbox_processes().await.is_empty());
+}
+
+#[tokio::test]
+async fn crashes_are_reported_and_harmless() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let r = attack(&d, plugin, json!({"attack": "segfault"})).await;
+        assert_eq!(
+            (r["status"].as_str(), r["signal"].as_i64()),
+            (Some("crashed"), Some(libc::SIGSEGV as i64)),
+            "{plugin}: {r}"
+        );
+        let r = attack(&d, plugin, json!({"attack": "abort"})).await;
+        assert_eq!(
+            (r["status"].as_str(), r["signal"].as_i64()),
+            (Some("crashed"), Some(libc::SIGABRT as i64)),
+            "{plugin}: {r}"
+        );
+    }
+    // A native panic never crosses the FFI boundary: it becomes an error result.
+    let r = attack(&d, "misbehave_native", json!({"attack": "panic"})).await;
+    assert_eq!(
+        (r["status"].as_str(), r["error"].as_str()),
+        (Some("error"), Some("plugin panicked: misbehave panics on purpose"))
+    );
+    assert!(r["log"].as_str().unwrap().contains("panicked"), "stderr is the execution's log: {r}");
+    let r = attack(&d, "misbehave_exec", json!({"attack": "panic"})).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(d.get("/healthz").await.status, 200);
+    let r = d.exec("misbehave_native", json!({"attack": "echo", "ok": true})).await;
+    assert_eq!(r["data"]["ok"], true, "the daemon still serves after every crash");
+}
+
+#[tokio::test]
+async fn output_floods_hit_the_output_limit() {
+    require_root!();
+    let d = hostile().await;
+    for plugin in BOTH {
+        let r = attack(&d, plugin, json!({"attack": "output_flood", "bytes": 8 << 20})).await;
+        assert_eq!(r["status"], "output_limit", "{plugin}: {r}");
+        assert!(r["data"].is_null());
+    }
+}
+
+#[tokio::test]
+async fn python_plugins_run_under_the_same_sandbox() {
+    require_root!();
+    let d = Daemon::with_plugins(&["echo_py"]).await;
+    let r = d.exec("echo_py", json!({"hello": "world"})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["echo"], json!({"hello": "world"}));
+    assert_eq!(r["data"]["etc_passwd"], "Permission denied");
+    assert_eq!(r["data"]["cwd_files"], json!(["main.py", "plugin.toml"]));
+    assert!(r["data"]["uid"].as_u64().unwrap() >= d.uid_base as u64);
+    assert_eq!(r["layers"]["sandbox"]["landlock"]["status"], "fully_enforced");
+    let r = d.exec("echo_py", json!({"fail": true})).await;
+    assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("error"), Some("asked to fail")));
+}
+
+#[tokio::test]
+async fn policy_requirements_fail_closed() {
+    require_root!();
+    let d = Daemon::builder()
+        .plugins(&["calculator"])
+        .policy("[sandbox]\nrequire = [\"seccomp\", \"cgroup_v2\"]\n")
+        .start()
+        .await;
+    let r = d.exec("calculator", json!({"expression": "1+1"})).await;
+    assert_eq!(r["status"], "denied", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("cgroup_v2"), "{r}");
+    assert!(r["layers"]["sandbox"].is_null(), "no runner was started");
+    let system = d.get("/api/v1/system").await.body;
+    assert_eq!(system["policy"]["executions_allowed"], false);
+    assert!(d.log().contains("policy requirements are NOT met"));
+
+    let d = Daemon::builder().plugins(&["calculator"]).policy("[sandbox]\nlandlock_min_abi = 99\n").start().await;
+    let r = d.exec("calculator", json!({"expression": "1+1"})).await;
+    assert_eq!(r["status"], "denied");
+    assert!(r["error"].as_str().unwrap().contains("ABI 99"), "{r}");
+}
+
+#[tokio::test]
+async fn runners_die_with_a_killed_daemon() {
+    require_root!();
+    let mut d = hostile().await;
+    for plugin in BOTH {
+        let a = d
+            .client()
+            .post(
+                &format!("/api/v1/plugins/{plugin}/execute"),
+                &json!({"parameters": {"attack": "fork_bomb", "max": 3}, "wait": false}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 202);
+        let a = d
+            .client()
+            .post(
+                &format!("/api/v1/plugins/{plugin}/execute"),
+                &json!({"parameters": {"attack": "sleep", "seconds": 60}, "wait": false}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a.status, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!d.sandbox_processes().is_empty(), "the sandboxes should be running");
+    d.kill9();
+    let left = d.settled_sandbox_processes().await;
+    assert!(left.is_empty(), "runners outlived the daemon: {left:?}");
+}
+
+#[test]
+fn runner_refuses_to_start_without_the_daemon() {
+    // Started by hand with no spec on stdin, a runner fails at set-up and runs nothing.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironclawd"))
+        .arg("__runner")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(125), "{err}");
+}
