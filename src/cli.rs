@@ -311,7 +311,7 @@ fn render(command: &Command, body: &Value) -> String {
 }
 
 /// Reports what this host supports, without a daemon.
-fn doctor(policies: &PathBuf, as_json: bool) -> ExitCode {
+fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
     let (host, _) = crate::supervisor::probe_host();
     let policy = crate::policy::PolicySet::load(policies);
     let requirements = policy.as_ref().map(|p| p.requirements.clone()).unwrap_or_default();
