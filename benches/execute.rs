@@ -19,7 +19,9 @@ const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -30,7 +32,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{} x {cpu}, Linux {}", std::thread::available_parallelism().map_or(0, |n| n.get()), kernel.trim())
@@ -53,7 +59,10 @@ fn install_calculator(root: &Path) -> PathBuf {
 async fn execute(client: &Client) -> f64 {
     let start = Instant::now();
     let a = client
-        .post("/api/v1/plugins/calculator/execute", &json!({"parameters": {"expression": "sqrt(16) + sin(pi/2)", "precision": 5}}))
+        .post(
+            "/api/v1/plugins/calculator/execute",
+            &json!({"parameters": {"expression": "sqrt(16) + sin(pi/2)", "precision": 5}}),
+        )
         .await
         .expect("the daemon answers");
     let ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -144,7 +153,10 @@ fn main() {
         report["cold_latency_ms"]["p99"].as_f64().unwrap(),
         SEQUENTIAL
     );
-    println!("throughput at concurrency 8:  {:.0} executions/s", report["throughput_per_second_at_8"].as_f64().unwrap());
+    println!(
+        "throughput at concurrency 8:  {:.0} executions/s",
+        report["throughput_per_second_at_8"].as_f64().unwrap()
+    );
     println!(
         "daemon RSS:                   {} KiB idle, {} KiB peak under load",
         report["daemon_rss_kib"]["idle"], report["daemon_rss_kib"]["peak_under_load"]

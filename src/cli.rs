@@ -351,6 +351,14 @@ fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
             key_values(vec![
                 ("kernel", format!("{} ({})", host.kernel, host.arch)),
                 ("running as root", host.running_as_root.to_string()),
+                (
+                    "capabilities",
+                    if host.missing_capabilities.is_empty() {
+                        "all the daemon needs".to_string()
+                    } else {
+                        format!("MISSING {}", host.missing_capabilities.join(", "))
+                    },
+                ),
             ])
         );
         print!(
@@ -373,7 +381,11 @@ fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
             Err(e) => println!("policy: NOT MET: {e}"),
         }
     }
-    if verdict.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILURE) }
+    if verdict.is_ok() && host.missing_capabilities.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
 }
 
 #[cfg(test)]

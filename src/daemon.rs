@@ -55,6 +55,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         cgroup_reason = host.cgroup_v2.reason.as_deref(),
         "host capabilities"
     );
+    if !host.missing_capabilities.is_empty() {
+        tracing::error!(
+            missing = ?host.missing_capabilities,
+            "the daemon lacks capabilities it needs: executions will fail at sandbox set-up"
+        );
+    }
     match policy.requirements.check_host(&host) {
         Ok(()) => {
             tracing::info!(require = ?policy.requirements.layers, "policy requirements are met")

@@ -154,6 +154,9 @@ pub struct HostSupport {
     pub seccomp: bool,
     pub namespaces: Vec<String>,
     pub cgroup_v2: CgroupSupport,
+    /// Capabilities the daemon needs but lacks in its effective set (for instance under a
+    /// too-narrow `CapabilityBoundingSet=`).
+    pub missing_capabilities: Vec<String>,
 }
 
 impl HostSupport {
@@ -180,6 +183,31 @@ impl HostSupport {
     pub fn resource_backend(&self) -> ResourceBackend {
         if self.cgroup_v2.usable { ResourceBackend::CgroupV2 } else { ResourceBackend::Fallback }
     }
+}
+
+/// Capabilities the daemon needs, and why.
+const NEEDED_CAPABILITIES: &[(caps::Capability, &str)] = &[
+    (caps::Capability::CAP_SYS_ADMIN, "namespaces and the sandbox's mounts"),
+    (caps::Capability::CAP_NET_ADMIN, "bringing up loopback in the sandbox's network namespace"),
+    (caps::Capability::CAP_SETUID, "switching the runner to its unprivileged uid"),
+    (caps::Capability::CAP_SETGID, "switching the runner to its unprivileged gid"),
+    (caps::Capability::CAP_SETPCAP, "clearing the runner's bounding set"),
+    (caps::Capability::CAP_KILL, "killing runners that run as other uids"),
+];
+
+/// Needed by the fallback backend only: its monitor reads `/proc/<runner>/root/proc`.
+const MONITOR_CAPABILITY: (caps::Capability, &str) =
+    (caps::Capability::CAP_SYS_PTRACE, "the fallback monitor's view into each sandbox's /proc");
+
+/// Which of the capabilities the daemon needs are not in its effective set.
+pub fn probe_missing_capabilities(fallback: bool) -> Vec<String> {
+    let effective = caps::read(None, caps::CapSet::Effective).unwrap_or_default();
+    NEEDED_CAPABILITIES
+        .iter()
+        .chain(fallback.then_some(&MONITOR_CAPABILITY))
+        .filter(|(cap, _)| !effective.contains(cap))
+        .map(|(cap, why)| format!("{cap} ({why})"))
+        .collect()
 }
 
 /// Names of namespaces the kernel offers (`/proc/self/ns`).

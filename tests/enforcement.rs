@@ -319,6 +319,24 @@ async fn python_plugins_run_under_the_same_sandbox() {
 }
 
 #[tokio::test]
+async fn a_blind_fallback_monitor_stops_executions_instead_of_ignoring_limits() {
+    require_root!();
+    let d = Daemon::builder().plugins(&["misbehave_native"]).without_capabilities(&["sys_ptrace"]).start().await;
+    let system = d.get("/api/v1/system").await.body;
+    let r = attack(&d, "misbehave_native", json!({"attack": "memory_bomb"})).await;
+    if system["layers"]["resources"] == "cgroup_v2" {
+        // cgroup v2 enforces limits without looking into the sandbox.
+        assert_eq!(r["status"], "memory_limit", "{r}");
+        return;
+    }
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("CAP_SYS_PTRACE"), "{r}");
+    assert!(system["host"]["missing_capabilities"][0].as_str().unwrap().starts_with("CAP_SYS_PTRACE"), "{system}");
+    assert!(system["layers"]["resource_limits"]["memory"].as_str().unwrap().starts_with("NOT enforced"));
+    assert!(d.log().contains("the daemon lacks capabilities it needs"));
+}
+
+#[tokio::test]
 async fn policy_requirements_fail_closed() {
     require_root!();
     let d = Daemon::builder()

@@ -430,8 +430,12 @@ impl Execution {
                 },
                 Some(()) = self.overflow.recv(), if kill_reason.is_none() => Event::Stop(ExecutionStatus::OutputLimit, false),
                 _ = tick.tick(), if monitored && kill_reason.is_none() => {
-                    match self.inner.as_ref().and_then(|(pid, _)| monitor::sample(*pid)) {
-                        Some(usage) => {
+                    match self.inner.as_ref().map_or(Ok(None), |(pid, _)| monitor::sample(*pid)) {
+                        Err(e) => {
+                            tracing::error!(error = %e, "the fallback monitor cannot observe the sandbox; stopping the execution");
+                            Event::Stop(ExecutionStatus::Error, false)
+                        }
+                        Ok(Some(usage)) => {
                             peak.rss_bytes = peak.rss_bytes.max(usage.rss_bytes);
                             peak.cpu_time_ms = peak.cpu_time_ms.max(usage.cpu_time_ms);
                             if usage.rss_bytes > plan.limits.memory.0 {
@@ -442,7 +446,7 @@ impl Execution {
                                 Event::Nothing
                             }
                         }
-                        None => Event::Nothing,
+                        Ok(None) => Event::Nothing,
                     }
                 }
             };
@@ -562,6 +566,10 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
             }
             CpuLimit => format!("the execution exceeded its CPU time limit of {} ms and was killed", o.cpu_limit_ms),
             OutputLimit => "the execution exceeded its output limit and was killed".to_string(),
+            // The only reason the daemon stops an execution as an error: it went blind.
+            Error => "the fallback monitor cannot observe the sandbox, so its memory and CPU limits cannot be \
+                      enforced; the execution was stopped (the daemon needs CAP_SYS_PTRACE)"
+                .to_string(),
             _ => "the execution was stopped".to_string(),
         };
         return (reason, Some(message));

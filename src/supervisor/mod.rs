@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::layers::{HostSupport, probe_namespaces, probe_seccomp};
+use crate::layers::{HostSupport, probe_missing_capabilities, probe_namespaces, probe_seccomp};
 use crate::policy::PolicySet;
 use crate::registry::{LifecycleEventKind, PluginState, Registry, RegistryError};
 use execution::{ExecutionPlan, ExecutionResult, ExecutionStatus};
@@ -57,6 +57,7 @@ pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
         landlock_abi: crate::sandbox::sys::landlock_abi(),
         seccomp: probe_seccomp(),
         namespaces: probe_namespaces(),
+        missing_capabilities: probe_missing_capabilities(!cgroup_v2.usable),
         cgroup_v2,
     };
     (host, root)
@@ -209,7 +210,11 @@ impl Supervisor {
                 "resource_limits": match self.host.resource_backend() {
                     crate::layers::ResourceBackend::CgroupV2 => json!({"memory": "cgroup memory.max", "cpu": "cgroup cpu.max + RLIMIT_CPU", "pids": "cgroup pids.max"}),
                     crate::layers::ResourceBackend::Fallback => json!({
-                        "memory": "monitor (RSS sampling) + RLIMIT_AS backstop",
+                        "memory": if self.host.missing_capabilities.iter().any(|c| c.starts_with("CAP_SYS_PTRACE")) {
+                            "NOT enforced: the monitor lacks CAP_SYS_PTRACE, so executions are stopped as errors"
+                        } else {
+                            "monitor (RSS sampling) + RLIMIT_AS backstop"
+                        },
                         "cpu_time": "RLIMIT_CPU + monitor",
                         "cpu_share": "not enforced without cgroup v2",
                         "pids": "RLIMIT_NPROC (one uid per execution)",

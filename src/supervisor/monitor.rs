@@ -33,15 +33,24 @@ fn read_process(dir: &Path, page: u64, ticks: u64) -> Option<Usage> {
 
 /// Samples the sandbox whose pid 1 has the host pid `inner`. The sandbox's own procfs (mounted
 /// in its mount namespace, reached through `/proc/<inner>/root`) lists exactly its processes.
-pub fn sample(inner: i32) -> Option<Usage> {
+///
+/// `Ok(None)` means the sandbox is gone. An error means the daemon may not look inside it
+/// (reaching another uid's `/proc/<pid>/root` needs CAP_SYS_PTRACE): the limits cannot be
+/// enforced, and the caller must not carry on as if they were.
+pub fn sample(inner: i32) -> std::io::Result<Option<Usage>> {
     let (page, ticks) = (page_size(), clock_ticks());
     let own_proc = format!("/proc/{inner}/root/proc");
     let mut total = Usage::default();
     let mut seen = false;
+    let device = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+    let sandbox_device = match device(&own_proc) {
+        Ok(dev) => Some(dev),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Err(e),
+        Err(_) => None,
+    };
     // Until the sandbox has mounted its own procfs, that path is the host's /proc (the same
     // superblock as ours): listing it would count every process of the host.
-    let device = |p: &str| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m)).ok();
-    let sandbox_procfs = matches!((device(&own_proc), device("/proc")), (Some(a), Some(b)) if a != b);
+    let sandbox_procfs = matches!((sandbox_device, device("/proc")), (Some(a), Ok(b)) if a != b);
     if let Some(entries) = sandbox_procfs.then(|| std::fs::read_dir(&own_proc).ok()).flatten() {
         for entry in entries.flatten() {
             if entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())
@@ -55,9 +64,9 @@ pub fn sample(inner: i32) -> Option<Usage> {
     }
     if !seen {
         // Before the sandbox mounted its procfs, it is a single process.
-        total = read_process(Path::new(&format!("/proc/{inner}")), page, ticks)?;
+        return Ok(read_process(Path::new(&format!("/proc/{inner}")), page, ticks));
     }
-    Some(total)
+    Ok(Some(total))
 }
 
 #[cfg(test)]

@@ -99,6 +99,7 @@ pub struct DaemonBuilder {
     max_concurrent: u32,
     max_queued: u32,
     dir: Option<tempfile::TempDir>,
+    dropped_capabilities: Vec<String>,
 }
 
 pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
@@ -127,6 +128,12 @@ impl DaemonBuilder {
 
     pub fn max_queued(mut self, n: u32) -> Self {
         self.max_queued = n;
+        self
+    }
+
+    /// Starts the daemon without these capabilities (e.g. "sys_ptrace"), through setpriv.
+    pub fn without_capabilities(mut self, caps: &[&str]) -> Self {
+        self.dropped_capabilities = caps.iter().map(|c| c.to_string()).collect();
         self
     }
 
@@ -166,7 +173,15 @@ impl DaemonBuilder {
         );
         std::fs::write(root.join("ironclawd.toml"), config).unwrap();
         let log = std::fs::File::create(root.join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ironclawd"))
+        let mut command = if self.dropped_capabilities.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_ironclawd"))
+        } else {
+            let drop: Vec<String> = self.dropped_capabilities.iter().map(|c| format!("-{c}")).collect();
+            let mut setpriv = Command::new("setpriv");
+            setpriv.arg("--bounding-set").arg(drop.join(",")).arg("--").arg(env!("CARGO_BIN_EXE_ironclawd"));
+            setpriv
+        };
+        let child = command
             .arg("--config")
             .arg(root.join("ironclawd.toml"))
             .arg("--log-level")
@@ -190,6 +205,7 @@ impl Daemon {
             max_concurrent: 4,
             max_queued: 64,
             dir: None,
+            dropped_capabilities: vec![],
         }
     }
 
