@@ -142,7 +142,7 @@ async fn only_loopback_is_visible() {
 }
 
 #[tokio::test]
-async fn dangerous_syscalls_are_denied_with_eperm() {
+async fn dangerous_syscalls_are_denied_and_foreign_entry_points_killed() {
     require_root!();
     let d = hostile().await;
     for plugin in BOTH {
@@ -154,8 +154,25 @@ async fn dangerous_syscalls_are_denied_with_eperm() {
             let seen = observed(&d, plugin, json!({"attack": "tiocsti", "high_bits": high_bits})).await;
             assert_eq!(errno_of(&seen), "EPERM", "{plugin} TIOCSTI high_bits={high_bits}: {seen}");
         }
+        let seen = observed(&d, plugin, json!({"attack": "seccomp_stack"})).await;
+        assert_eq!(errno_of(&seen), "EPERM", "{plugin} stacking a filter: {seen}");
+        let seen = observed(&d, plugin, json!({"attack": "raw_socket"})).await;
+        assert_eq!(errno_of(&seen), "EAFNOSUPPORT", "{plugin} AF_PACKET socket: {seen}");
+        // Unlisted or disguised syscalls look absent, as on an older kernel.
+        let seen = observed(&d, plugin, json!({"attack": "clone3"})).await;
+        assert_eq!(errno_of(&seen), "ENOSYS", "{plugin} clone3: {seen}");
         let seen = observed(&d, plugin, json!({"attack": "x32_getpid"})).await;
         assert_eq!(errno_of(&seen), "ENOSYS", "{plugin} x32 syscall: {seen}");
+        // A foreign syscall entry point kills the process outright.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let r = attack(&d, plugin, json!({"attack": "i386_getpid"})).await;
+            assert_eq!(
+                (r["status"].as_str(), r["signal"].as_i64()),
+                (Some("crashed"), Some(libc::SIGSYS as i64)),
+                "{plugin} int 0x80: {r}"
+            );
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! in the runner: a fresh, single-threaded re-exec of our own binary. Nothing here runs in the
 //! multithreaded daemon.
 
+pub mod bpf;
 pub mod identity;
 pub mod landlock;
 pub mod namespaces;
@@ -117,14 +118,14 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     rlimits::apply(&spec.rlimits)?;
 
     // 5. The plugin folder, read-only at a fixed path inside the sandbox, then open what the
-    //    plugin needs while we are still root. Compile the seccomp filters now too: it
+    //    plugin needs while we are still root. Compile the seccomp filter now too: it
     //    allocates, and nothing after the drop should be able to fail for lack of memory.
     namespaces::mount_plugin_dir(&spec.plugin_dir)?;
     let plugin_dir =
         open_path(Path::new(namespaces::PLUGIN_MOUNT), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
     let entry = open_entry(&plugin_dir, &spec.runtime)?;
     let grants = landlock::Grants::open(&plugin_dir, &spec.read_paths)?;
-    let filters = seccomp::compile()?;
+    let seccomp_filter = seccomp::compile()?;
     nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
 
     // 6. Identity: no capabilities in any set, no groups, the execution's own uid and gid.
@@ -151,7 +152,7 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
 
     // 11. seccomp, last: from here on, only allowlisted syscalls work. No plugin code (not
     //     even a native library's constructors) has run before this line.
-    seccomp::install(&filters)?;
+    seccomp::install(&seccomp_filter)?;
 
     let layers = AppliedLayers {
         namespaces: NAMESPACES.iter().map(|n| n.to_string()).collect(),

@@ -1,67 +1,57 @@
-//! The runner's seccomp filters: an allowlist, and on top of it a list of explicit denials.
+//! The runner's seccomp filter: one program, built from the tables below, every rule with its
+//! reason.
 //!
-//! Two filters are stacked. The kernel runs both and keeps the most restrictive action; for two
-//! errno actions the filter installed last wins. So:
-//! 1. the **allowlist** (installed first) allows what plugins need and answers everything else
-//!    with `ENOSYS`, as a kernel without that syscall would (glibc then falls back, e.g. from
-//!    clone3 to clone). Syscall numbers with the x32 bit set match nothing and get `ENOSYS`;
-//!    a foreign architecture (i386 `int 0x80`) kills the process.
-//! 2. the **denylist** (installed last) answers the dangerous calls with `EPERM`, so a denial
-//!    is told apart from a missing syscall. It also denies `seccomp` itself, after its own install.
+//! - Allowed syscalls run. Everything not listed fails with `ENOSYS`, as on a kernel without
+//!   that syscall, so libc falls back (e.g. from clone3 to clone).
+//! - The dangerous calls fail with `EPERM`, so a denial is told apart from a missing syscall.
+//!   This includes `seccomp` itself: no further filters, no user-notification listeners.
+//! - Syscall numbers with the x32 bit set fail with `ENOSYS`; a foreign architecture (i386
+//!   `int 0x80`) kills the process.
 //!
-//! Every rule carries its reason.
+//! [`bpf`](super::bpf) compiles it into a binary search, so installing it and running through it
+//! stay cheap.
 
 use std::collections::BTreeMap;
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter,
-    SeccompRule, TargetArch,
-};
+use super::bpf::{self, Action, Policy, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("failed to build the seccomp filter")]
-    Build(#[source] seccompiler::BackendError),
     #[error("failed to compile the seccomp filter")]
-    Compile(#[source] seccompiler::BackendError),
+    Compile(#[from] bpf::BpfError),
     #[error("failed to install the seccomp filter")]
-    Install(#[source] seccompiler::Error),
+    Install(#[source] std::io::Error),
     #[error("seccomp filters are only built for x86_64 and aarch64")]
     UnsupportedArch,
 }
 
-const CLONE_NAMESPACE_FLAGS: [u64; 7] = [
-    libc::CLONE_NEWNS as u64,
-    libc::CLONE_NEWUSER as u64,
-    libc::CLONE_NEWPID as u64,
-    libc::CLONE_NEWNET as u64,
-    libc::CLONE_NEWIPC as u64,
-    libc::CLONE_NEWUTS as u64,
-    libc::CLONE_NEWCGROUP as u64,
-];
-/// The OR of the flags above (CLONE_NEWTIME exists only for clone3 and unshare, both denied).
-const ALL_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
-const TERMINAL_INJECTION_IOCTLS: [u64; 2] = [libc::TIOCSTI, libc::TIOCLINUX];
+/// The namespace flags of clone; CLONE_NEWTIME exists only for clone3 and unshare, both denied.
+const ALL_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP) as u32;
+const TERMINAL_INJECTION_IOCTLS: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
 /// Socket families a plugin may create: unix (socketpair, local IPC), IP (later: the egress
 /// proxy on the namespace's loopback) and netlink (interface listing; only `lo` exists).
-const ALLOWED_SOCKET_FAMILIES: [i32; 4] = [libc::AF_UNIX, libc::AF_INET, libc::AF_INET6, libc::AF_NETLINK];
+const ALLOWED_SOCKET_FAMILIES: [u32; 4] =
+    [libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
 
-fn target_arch() -> Result<TargetArch, SeccompError> {
+const EPERM: Action = Action::Errno(libc::EPERM as u16);
+const ENOSYS: Action = Action::Errno(libc::ENOSYS as u16);
+const EAFNOSUPPORT: Action = Action::Errno(libc::EAFNOSUPPORT as u16);
+
+/// `AUDIT_ARCH_*` of the native architecture (linux/audit.h).
+fn native_arch() -> Result<u32, SeccompError> {
     if cfg!(target_arch = "x86_64") {
-        Ok(TargetArch::x86_64)
+        Ok(0xc000_003e)
     } else if cfg!(target_arch = "aarch64") {
-        Ok(TargetArch::aarch64)
+        Ok(0xc000_00b7)
     } else {
         Err(SeccompError::UnsupportedArch)
     }
-}
-
-fn cond(arg: u8, len: Len, op: Op, value: u64) -> Result<Cond, SeccompError> {
-    Cond::new(arg, len, op, value).map_err(SeccompError::Build)
-}
-
-fn rule(conditions: Vec<Cond>) -> Result<SeccompRule, SeccompError> {
-    SeccompRule::new(conditions).map_err(SeccompError::Build)
 }
 
 /// Syscalls allowed without conditions, grouped by why a plugin needs them.
@@ -271,7 +261,6 @@ fn unconditional_allowlist() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_getsockopt,
             ],
         ),
-        ("installing the final filter; the denylist then forbids further filters", vec![SYS_seccomp]),
     ];
     #[cfg(target_arch = "x86_64")]
     groups.push((
@@ -308,35 +297,6 @@ fn unconditional_allowlist() -> Vec<(&'static str, Vec<libc::c_long>)> {
         ],
     ));
     groups
-}
-
-/// The allowlist filter: allowed syscalls (some with argument conditions), `ENOSYS` otherwise.
-fn allowlist() -> Result<SeccompFilter, SeccompError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (_reason, syscalls) in unconditional_allowlist() {
-        for nr in syscalls {
-            rules.insert(nr, vec![]);
-        }
-    }
-    // ioctl: terminal ioctls are fine except the two that inject input into another session.
-    // The command is compared on 32 bits, as the kernel does, so high bits cannot hide it
-    // (CVE-2019-10063).
-    let not_injection =
-        TERMINAL_INJECTION_IOCTLS.iter().map(|&cmd| cond(1, Len::Dword, Op::Ne, cmd)).collect::<Result<Vec<_>, _>>()?;
-    rules.insert(libc::SYS_ioctl, vec![rule(not_injection)?]);
-    // clone: threads and processes, but never new namespaces. clone3 passes its flags in memory,
-    // where seccomp cannot look, so it stays unlisted (ENOSYS) and libc falls back to clone.
-    rules.insert(libc::SYS_clone, vec![rule(vec![cond(0, Len::Qword, Op::MaskedEq(ALL_NAMESPACE_FLAGS), 0)?])?]);
-    // socket: only the families listed in ALLOWED_SOCKET_FAMILIES.
-    rules.insert(
-        libc::SYS_socket,
-        ALLOWED_SOCKET_FAMILIES
-            .iter()
-            .map(|&family| rule(vec![cond(0, Len::Dword, Op::Eq, family as u64)?]))
-            .collect::<Result<_, _>>()?,
-    );
-    SeccompFilter::new(rules, SeccompAction::Errno(libc::ENOSYS as u32), SeccompAction::Allow, target_arch()?)
-        .map_err(SeccompError::Build)
 }
 
 /// Syscalls denied with `EPERM`, each with the reason.
@@ -430,69 +390,142 @@ fn denied_syscalls() -> Vec<(&'static str, Vec<libc::c_long>)> {
     ]
 }
 
-/// The denylist filter: `EPERM` for the calls above and for namespace clones and tty injection.
-fn denylist() -> Result<SeccompFilter, SeccompError> {
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    for (_reason, syscalls) in denied_syscalls() {
-        for nr in syscalls {
-            rules.insert(nr, vec![]);
-        }
-    }
-    rules.insert(
-        libc::SYS_clone,
-        CLONE_NAMESPACE_FLAGS
-            .iter()
-            .map(|&flag| rule(vec![cond(0, Len::Qword, Op::MaskedEq(flag), flag)?]))
-            .collect::<Result<_, _>>()?,
-    );
-    rules.insert(
-        libc::SYS_ioctl,
-        TERMINAL_INJECTION_IOCTLS
-            .iter()
-            .map(|&cmd| rule(vec![cond(1, Len::Dword, Op::Eq, cmd)?]))
-            .collect::<Result<_, _>>()?,
-    );
-    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), target_arch()?)
-        .map_err(SeccompError::Build)
+/// Syscalls whose arguments decide.
+fn argument_rules() -> Vec<(&'static str, libc::c_long, Verdict)> {
+    vec![
+        (
+            "terminal ioctls are fine except the two that inject input into another session; the \
+             command is compared on 32 bits, as the kernel does, so high bits cannot hide it \
+             (CVE-2019-10063)",
+            libc::SYS_ioctl,
+            Verdict::ArgIn {
+                arg: 1,
+                values: TERMINAL_INJECTION_IOCTLS.to_vec(),
+                matched: EPERM,
+                otherwise: Action::Allow,
+            },
+        ),
+        (
+            "threads and processes, never new namespaces; clone3 passes its flags in memory, \
+             where seccomp cannot look, so it stays unlisted (ENOSYS) and libc falls back to clone",
+            libc::SYS_clone,
+            Verdict::ArgAnyBit { arg: 0, mask: ALL_NAMESPACE_FLAGS, matched: EPERM, otherwise: Action::Allow },
+        ),
+        (
+            "only the families in ALLOWED_SOCKET_FAMILIES (no raw or packet sockets)",
+            libc::SYS_socket,
+            Verdict::ArgIn {
+                arg: 0,
+                values: ALLOWED_SOCKET_FAMILIES.to_vec(),
+                matched: Action::Allow,
+                otherwise: EAFNOSUPPORT,
+            },
+        ),
+    ]
 }
 
-/// Both filters, compiled, in installation order.
-pub fn compile() -> Result<[BpfProgram; 2], SeccompError> {
-    let allow: BpfProgram = allowlist()?.try_into().map_err(SeccompError::Compile)?;
-    let deny: BpfProgram = denylist()?.try_into().map_err(SeccompError::Compile)?;
-    Ok([allow, deny])
+/// The whole policy: every table above, `ENOSYS` for the rest.
+fn policy() -> Result<Policy, SeccompError> {
+    let mut syscalls = BTreeMap::new();
+    let mut add = |nr: libc::c_long, verdict: Verdict| {
+        let previous = syscalls.insert(nr as u32, verdict);
+        assert!(previous.is_none(), "syscall {nr} is listed twice");
+    };
+    for (_reason, group) in unconditional_allowlist() {
+        group.into_iter().for_each(|nr| add(nr, Verdict::Always(Action::Allow)));
+    }
+    for (_reason, group) in denied_syscalls() {
+        group.into_iter().for_each(|nr| add(nr, Verdict::Always(EPERM)));
+    }
+    for (_reason, nr, verdict) in argument_rules() {
+        add(nr, verdict);
+    }
+    Ok(Policy {
+        arch: native_arch()?,
+        foreign_arch: Action::KillProcess,
+        // x32 syscalls are the native numbers with bit 30 set.
+        above: cfg!(target_arch = "x86_64").then_some((0x4000_0000, ENOSYS)),
+        syscalls,
+        default: ENOSYS,
+    })
 }
 
-/// Installs both filters on the calling (only) thread. no_new_privs must already be set.
-pub fn install(filters: &[BpfProgram; 2]) -> Result<(), SeccompError> {
-    for filter in filters {
-        seccompiler::apply_filter(filter).map_err(SeccompError::Install)?;
-    }
-    Ok(())
+/// The filter, compiled. Done before the identity drop: it allocates.
+pub fn compile() -> Result<Vec<libc::sock_filter>, SeccompError> {
+    Ok(bpf::compile(&policy()?)?)
+}
+
+/// Installs the filter on the calling (only) thread. no_new_privs must already be set.
+pub fn install(program: &[libc::sock_filter]) -> Result<(), SeccompError> {
+    super::sys::install_seccomp_filter(program).map_err(SeccompError::Install)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn verdict(program: &[libc::sock_filter], nr: libc::c_long, args: [u64; 6]) -> u32 {
+        bpf::run(program, native_arch().unwrap(), nr as u32, args).0
+    }
+
+    const ALLOW: u32 = 0x7fff_0000;
+    const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+    const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+
     #[test]
-    fn filters_compile_and_never_both_allow_and_deny() {
-        compile().unwrap();
-        let allowed: Vec<_> = unconditional_allowlist().into_iter().flat_map(|(_, s)| s).collect();
-        for (reason, denied) in denied_syscalls() {
-            for nr in denied {
-                // seccomp is the one deliberate overlap: allowed to install, denied afterwards.
-                if nr != libc::SYS_seccomp {
-                    assert!(!allowed.contains(&nr), "syscall {nr} ({reason}) is both allowed and denied");
-                }
+    fn the_program_follows_the_tables() {
+        let program = compile().unwrap();
+        for (reason, group) in unconditional_allowlist() {
+            for nr in group {
+                assert_eq!(verdict(&program, nr, [0; 6]), ALLOW, "{nr} ({reason})");
             }
         }
-        assert!(!allowed.contains(&libc::SYS_clone3), "clone3 must stay unlisted so libc falls back");
+        for (reason, group) in denied_syscalls() {
+            for nr in group {
+                assert_eq!(verdict(&program, nr, [0; 6]), RET_EPERM, "{nr} ({reason})");
+            }
+        }
+        for nr in [libc::SYS_clone3, libc::SYS_vhangup, libc::SYS_mq_open, 462, 1000] {
+            assert_eq!(verdict(&program, nr, [0; 6]), RET_ENOSYS, "unlisted syscall {nr}");
+        }
+        assert_eq!(verdict(&program, libc::SYS_seccomp, [0; 6]), RET_EPERM, "no further filters");
     }
 
     #[test]
-    fn namespace_mask_covers_every_flag() {
-        let or = CLONE_NAMESPACE_FLAGS.iter().fold(0, |a, f| a | f);
-        assert_eq!(or & !ALL_NAMESPACE_FLAGS, 0);
+    fn argument_rules_hold() {
+        let program = compile().unwrap();
+        let tiocsti = libc::TIOCSTI;
+        assert_eq!(verdict(&program, libc::SYS_ioctl, [0, tiocsti, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(verdict(&program, libc::SYS_ioctl, [0, tiocsti | 0xFFFF_FFFF_0000_0000, 0, 0, 0, 0]), RET_EPERM);
+        assert_eq!(verdict(&program, libc::SYS_ioctl, [0, libc::FIONREAD, 0, 0, 0, 0]), ALLOW);
+        let thread =
+            (libc::CLONE_VM | libc::CLONE_FS | libc::CLONE_FILES | libc::CLONE_SIGHAND | libc::CLONE_THREAD) as u64;
+        assert_eq!(verdict(&program, libc::SYS_clone, [thread, 0, 0, 0, 0, 0]), ALLOW);
+        for flag in
+            [libc::CLONE_NEWNS, libc::CLONE_NEWUSER, libc::CLONE_NEWPID, libc::CLONE_NEWNET, libc::CLONE_NEWCGROUP]
+        {
+            assert_eq!(verdict(&program, libc::SYS_clone, [flag as u64 | 17, 0, 0, 0, 0, 0]), RET_EPERM, "{flag:#x}");
+        }
+        assert_eq!(verdict(&program, libc::SYS_socket, [libc::AF_INET as u64, 0, 0, 0, 0, 0]), ALLOW);
+        let packet = verdict(&program, libc::SYS_socket, [libc::AF_PACKET as u64, 0, 0, 0, 0, 0]);
+        assert_eq!(packet, 0x0005_0000 | libc::EAFNOSUPPORT as u32);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn x32_and_foreign_architectures_are_refused() {
+        let program = compile().unwrap();
+        assert_eq!(verdict(&program, 0x4000_0000 | libc::SYS_getpid, [0; 6]), RET_ENOSYS);
+        let i386 = 0x4000_0003;
+        assert_eq!(bpf::run(&program, i386, 20, [0; 6]).0, 0x8000_0000, "kill the process");
+    }
+
+    #[test]
+    fn every_syscall_takes_a_short_path() {
+        let program = compile().unwrap();
+        let arch = native_arch().unwrap();
+        let longest = (0..1024).map(|nr| bpf::run(&program, arch, nr, [0; 6]).1).max().unwrap();
+        // Four instructions of preamble, a binary search of a few hundred ranges, a short leaf.
+        assert!(longest <= 24, "{longest} instructions for one syscall");
     }
 }

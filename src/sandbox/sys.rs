@@ -188,3 +188,15 @@ pub fn take_forwarded_signal() -> Option<nix::sys::signal::Signal> {
     let n = FORWARDED_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
     nix::sys::signal::Signal::try_from(n).ok()
 }
+
+/// Installs a seccomp filter on the calling thread (`SECCOMP_SET_MODE_FILTER`, no flags).
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    let fprog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
+    // SAFETY: `fprog` points to `len` initialised instructions that outlive the call; the
+    // kernel copies the program before it returns.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog)
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
