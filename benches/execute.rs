@@ -1,5 +1,6 @@
 //! Benchmark: cold execution latency of the calculator through the API (every execution is a
-//! fresh sandboxed process), throughput at concurrency 8, and the daemon's memory.
+//! fresh sandboxed process, never reused), throughput at concurrency 8, and the daemon's memory;
+//! once with pre-started runners (the default) and once with runners started on demand.
 //!
 //! Run with `make bench` (which builds the release calculator first) or `cargo bench --bench
 //! execute`. Needs root, like the daemon. Prints a table and one JSON line.
@@ -70,23 +71,23 @@ async fn execute(client: &Client) -> f64 {
     ms
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for a list of tests; there are none.
-    }
-    assert!(nix::unistd::geteuid().is_root(), "the benchmark runs the daemon, which needs root");
-    let dir = tempfile::Builder::new().prefix("ironclaw-bench-").tempdir().unwrap();
-    let plugins = install_calculator(dir.path());
-    let socket = dir.path().join("api.sock");
+/// Starts a daemon on `root` with `prestarted` runners kept waiting, measures it, stops it.
+fn measure(root: &Path, plugins: &Path, prestarted: usize) -> serde_json::Value {
+    let socket = root.join(format!("api-{prestarted}.sock"));
+    let config = root.join(format!("ironclawd-{prestarted}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "plugins_dir = {plugins:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n\
+             [runner]\nprestarted = {prestarted}\n",
+            root.join("policies"),
+            root.join("state"),
+        ),
+    )
+    .unwrap();
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_ironclawd"))
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--plugins-dir")
-        .arg(&plugins)
-        .arg("--policies-dir")
-        .arg(dir.path().join("policies"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
+        .arg("--config")
+        .arg(&config)
         .arg("--log-level")
         .arg("warn")
         .stderr(Stdio::null())
@@ -135,31 +136,41 @@ fn main() {
             total += w.await.unwrap();
         }
         let per_second = total as f64 / start.elapsed().as_secs_f64();
-        let stats = client.get("/api/v1/stats").await.unwrap().body;
         json!({
-            "machine": machine(),
+            "prestarted_runners": prestarted,
             "cold_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "samples": latencies.len()},
             "throughput_per_second_at_8": per_second,
             "daemon_rss_kib": {"idle": idle_rss, "peak_under_load": peak_rss},
-            "daemon_side_latency_ms": stats["latency_ms"],
         })
     });
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
     let _ = daemon.wait();
-    println!("machine:                      {}", report["machine"].as_str().unwrap());
-    println!(
-        "cold execution latency (API): p50 {:.2} ms, p99 {:.2} ms over {} runs",
-        report["cold_latency_ms"]["p50"].as_f64().unwrap(),
-        report["cold_latency_ms"]["p99"].as_f64().unwrap(),
-        SEQUENTIAL
-    );
-    println!(
-        "throughput at concurrency 8:  {:.0} executions/s",
-        report["throughput_per_second_at_8"].as_f64().unwrap()
-    );
-    println!(
-        "daemon RSS:                   {} KiB idle, {} KiB peak under load",
-        report["daemon_rss_kib"]["idle"], report["daemon_rss_kib"]["peak_under_load"]
-    );
-    println!("{report}");
+    report
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list of tests; there are none.
+    }
+    assert!(nix::unistd::geteuid().is_root(), "the benchmark runs the daemon, which needs root");
+    let dir = tempfile::Builder::new().prefix("ironclaw-bench-").tempdir().unwrap();
+    let plugins = install_calculator(dir.path());
+    println!("machine: {}", machine());
+    println!("calculator through the API on a unix socket; every execution is a fresh sandboxed process");
+    println!("| runners | cold p50 | cold p99 | exec/s at 8 | daemon RSS idle / peak |");
+    println!("|---|---|---|---|---|");
+    let mut reports = Vec::new();
+    for (prestarted, label) in [(2, "pre-started (default, 2 waiting)"), (0, "started on demand")] {
+        let r = measure(dir.path(), &plugins, prestarted);
+        println!(
+            "| {label} | {:.2} ms | {:.2} ms | {:.0} | {:.1} / {:.1} MiB |",
+            r["cold_latency_ms"]["p50"].as_f64().unwrap(),
+            r["cold_latency_ms"]["p99"].as_f64().unwrap(),
+            r["throughput_per_second_at_8"].as_f64().unwrap(),
+            r["daemon_rss_kib"]["idle"].as_f64().unwrap() / 1024.0,
+            r["daemon_rss_kib"]["peak_under_load"].as_f64().unwrap() / 1024.0,
+        );
+        reports.push(r);
+    }
+    println!("{}", json!({"machine": machine(), "runs": reports}));
 }

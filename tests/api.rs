@@ -413,3 +413,49 @@ fn doctor_needs_no_daemon() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("refuse every execution") && text.contains("NOT MET"), "{text}");
 }
+
+/// Polls `GET /api/v1/system` until `n` pre-started runners wait (bounded).
+async fn wait_for_prestarted(d: &Daemon, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let system = d.get("/api/v1/system").await.body;
+        if system["executions"]["prestarted_runners"] == n {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pool never reached {n}: {system}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn prestarted_runners_serve_once_and_are_replaced() {
+    require_root!();
+    let d = calculator().await;
+    wait_for_prestarted(&d, 2).await;
+    let idle = d.runner_processes();
+    assert_eq!(idle.len(), 4, "2 idle runners, outer and inner each: {idle:?}");
+
+    // A runner killed while idle is discarded, never handed to an execution.
+    let victim = *idle.iter().min().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    for _ in 0..3 {
+        let r = d.exec("calculator", json!({"expression": "6*7"})).await;
+        assert_eq!((r["status"].as_str(), r["data"]["result"].as_f64()), (Some("success"), Some(42.0)), "{r}");
+    }
+    assert!(d.log().contains("died while idle"), "the dead runner was noticed");
+    // Each runner served at most once: none of the first ones is left, and the pool refilled.
+    assert!(common::settled_runners(&idle).await.is_empty(), "a pre-started runner outlived its use");
+    wait_for_prestarted(&d, 2).await;
+    assert_eq!(d.runner_processes().len(), 4);
+}
+
+#[tokio::test]
+async fn runners_start_on_demand_without_a_pool() {
+    require_root!();
+    let d = Daemon::builder().plugins(&["calculator"]).config("prestarted = 0\n").start().await;
+    let r = d.exec("calculator", json!({"expression": "2**10"})).await;
+    assert_eq!(r["data"]["result"], 1024, "{r}");
+    let system = d.get("/api/v1/system").await.body;
+    assert_eq!(system["executions"]["prestarted_target"], 0);
+    assert!(d.runner_processes().is_empty());
+}

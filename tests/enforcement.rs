@@ -401,8 +401,13 @@ async fn runners_die_with_a_killed_daemon() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!d.sandbox_processes().is_empty(), "the sandboxes should be running");
+    // Busy runners, their plugins' children, and the idle pre-started runners.
+    let runners = d.runner_processes();
+    assert!(runners.len() >= 4 * 2 + 2, "4 busy runners (outer + inner) and 2 idle ones: {runners:?}");
     d.kill9();
     let left = d.settled_sandbox_processes().await;
+    assert!(left.is_empty(), "runners outlived the daemon: {left:?}");
+    let left = common::settled_runners(&runners).await;
     assert!(left.is_empty(), "runners outlived the daemon: {left:?}");
 }
 

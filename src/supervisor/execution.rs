@@ -1,15 +1,8 @@
-//! One execution, from spawning its runner to classifying how it ended.
-//!
-//! The runner is `/proc/self/exe __runner`, spawned from an async worker thread (a thread that
-//! lives as long as the daemon, which matters for the runner's parent-death signal) with an
-//! empty environment, the socketpair as stdin and pipes as stdout and stderr. Nothing runs
-//! between fork and exec but what `std::process::Command` itself does.
+//! One execution, from taking a waiting runner (see [`super::pool`]) to classifying how it ended.
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,12 +15,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::cgroup::{CgroupRoot, ExecCgroup};
 use super::monitor;
+use super::pool::{Runner, RunnerPool};
 use crate::config::Limits;
 use crate::ipc::{self, RlimitSpec, RunnerMessage, RunnerSpec, RuntimeSpec};
 use crate::layers::{AppliedLayers, LayerReport, Requirements, ResourceBackend};
 use crate::manifest::Runtime;
 use crate::registry::LoadedPlugin;
-use crate::runner::{EXIT_SETUP_FAILED, RUNNER_ARG};
+use crate::runner::EXIT_SETUP_FAILED;
 use crate::sandbox::sys;
 
 /// How much of a plugin's stderr is kept as its log.
@@ -39,8 +33,6 @@ const PLUGIN_ENV: [(&str, &str); 4] = [
     ("HOME", "/nonexistent"),
     ("PYTHONDONTWRITEBYTECODE", "1"),
 ];
-/// How long a runner may take to report its pid; it has done nothing plugin-specific yet.
-const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Address space allowed above the memory limit under the fallback backend: a backstop for
 /// what the sampling monitor might miss between two samples, not the limit itself.
 const ADDRESS_SPACE_HEADROOM: u64 = 512 << 20;
@@ -272,10 +264,10 @@ fn async_pipe(fd: impl Into<OwnedFd>) -> std::io::Result<tokio::net::unix::pipe:
 }
 
 /// Runs one execution to its end. Never panics on plugin behaviour.
-pub async fn execute(plan: ExecutionPlan, cancel: watch::Receiver<bool>) -> ExecutionResult {
+pub async fn execute(plan: ExecutionPlan, pool: &RunnerPool, cancel: watch::Receiver<bool>) -> ExecutionResult {
     let started = Instant::now();
     let started_at = unix_ms();
-    let mut result = match Execution::start(&plan).await {
+    let mut result = match Execution::start(&plan, pool).await {
         Ok(execution) => execution.finish(&plan, cancel, started).await,
         Err(e) => plan.refused(ExecutionStatus::Error, format!("failed to start the sandbox: {e}")),
     };
@@ -297,27 +289,17 @@ struct Execution {
 }
 
 impl Execution {
-    async fn start(plan: &ExecutionPlan) -> Result<Self, String> {
+    /// Takes a waiting runner, puts it in the execution's cgroup and sends it the spec.
+    async fn start(plan: &ExecutionPlan, pool: &RunnerPool) -> Result<Self, String> {
         let cgroup = match &plan.cgroups {
             Some(root) => Some(root.create(&plan.id, &plan.limits).map_err(|e| crate::runner::error_chain(&e))?),
             None => None,
         };
-        let (daemon_end, runner_end) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
-        let mut outer = Command::new("/proc/self/exe")
-            .arg(RUNNER_ARG)
-            .env_clear()
-            .stdin(Stdio::from(OwnedFd::from(runner_end)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn the runner: {e}"))?;
-        let outer_exit = sys::pidfd_open(outer.id() as i32)
-            .and_then(sys::async_pidfd)
-            .map_err(|e| format!("pidfd of the runner: {e}"))?;
+        let Runner { outer, outer_exit, inner, mut ipc, stdout, stderr } = pool.take().await?;
         let output_limit = plan.limits.output.0 as usize;
         let (overflow_tx, overflow) = mpsc::channel(4);
-        let stdout = async_pipe(outer.stdout.take().expect("piped")).map_err(|e| format!("stdout pipe: {e}"))?;
-        let stderr = async_pipe(outer.stderr.take().expect("piped")).map_err(|e| format!("stderr pipe: {e}"))?;
+        let stdout = async_pipe(stdout).map_err(|e| format!("stdout pipe: {e}"))?;
+        let stderr = async_pipe(stderr).map_err(|e| format!("stderr pipe: {e}"))?;
         let stdout = tokio::spawn(read_pipe(stdout, output_limit + 1, output_limit, overflow_tx.clone()));
         let stderr = tokio::spawn(read_pipe(stderr, LOG_KEPT, output_limit.max(LOG_KEPT), overflow_tx.clone()));
         let mut execution = Execution {
@@ -331,15 +313,8 @@ impl Execution {
             stderr,
             overflow,
         };
-
-        daemon_end.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| e.to_string())?;
-        // The first frame comes from the outer runner, before the confined one may act.
-        let first =
-            tokio::time::timeout(SPAWN_DEADLINE, ipc::read_frame_async::<RunnerMessage>(&mut ipc, 64 * 1024)).await;
-        match first {
-            Ok(Ok(RunnerMessage::Spawned { pid })) => {
-                let pidfd = sys::pidfd_open(pid).map_err(|e| format!("pidfd of the confined runner: {e}"))?;
+        match inner {
+            Ok((pid, pidfd)) => {
                 execution.inner = Some((pid, pidfd));
                 if let Some(cg) = &execution.cgroup {
                     for p in [execution.outer.id() as i32, pid] {
@@ -351,12 +326,7 @@ impl Execution {
                 ipc.write_all(&frame).await.map_err(|e| format!("send the spec: {e}"))?;
                 execution.ipc = Some(tokio::spawn(read_ipc(ipc, output_limit, overflow_tx)));
             }
-            Ok(Ok(RunnerMessage::SetupFailed { stage, message })) => execution.early_failure = Some((stage, message)),
-            Ok(Ok(other)) => {
-                execution.early_failure = Some(("protocol".into(), format!("unexpected first frame {other:?}")))
-            }
-            Ok(Err(e)) => execution.early_failure = Some(("protocol".into(), crate::runner::error_chain(&e))),
-            Err(_) => execution.early_failure = Some(("spawn".into(), "the runner did not start in time".into())),
+            Err(failure) => execution.early_failure = Some(failure),
         }
         Ok(execution)
     }

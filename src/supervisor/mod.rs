@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod execution;
 pub mod monitor;
+pub mod pool;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -135,6 +136,7 @@ pub struct Supervisor {
     host: HostSupport,
     policy: PolicySet,
     cgroups: Option<cgroup::CgroupRoot>,
+    runners: Arc<pool::RunnerPool>,
     registry: RwLock<Registry>,
     slots: Arc<Semaphore>,
     free_uids: Mutex<Vec<u32>>,
@@ -164,6 +166,7 @@ impl Supervisor {
             host,
             policy,
             cgroups,
+            runners: pool::RunnerPool::start(config.runner.prestarted),
             registry: RwLock::new(registry),
             slots: Arc::new(Semaphore::new(n)),
             free_uids: Mutex::new(uids),
@@ -232,6 +235,8 @@ impl Supervisor {
                 "running": lock(&self.executions).running.len(),
                 "max_concurrent": self.config.executions.max_concurrent,
                 "max_queued": self.config.executions.max_queued,
+                "prestarted_runners": self.runners.idle_count(),
+                "prestarted_target": self.runners.target(),
             },
         })
     }
@@ -365,7 +370,7 @@ impl Supervisor {
             async move {
                 tracing::debug!("starting");
                 let uid = plan.uid;
-                let result = execution::execute(plan, cancel_rx).await;
+                let result = execution::execute(plan, &this.runners, cancel_rx).await;
                 lock(&this.free_uids).push(uid);
                 drop(permit);
                 this.finish(result.clone());
@@ -492,6 +497,7 @@ impl Supervisor {
     /// rest and waits for their runners to be reaped.
     pub async fn shutdown(&self, grace: Duration) {
         self.accepting.store(false, Ordering::SeqCst);
+        self.runners.close();
         let wait_idle = async {
             loop {
                 let notified = self.idle.notified();

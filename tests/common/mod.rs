@@ -115,7 +115,8 @@ impl DaemonBuilder {
         self
     }
 
-    /// Extra TOML appended to the generated config file.
+    /// Extra TOML appended to the generated config file, inside its `[runner]` table (open a
+    /// new table for other sections).
     pub fn config(mut self, text: &str) -> Self {
         self.config = text.to_string();
         self
@@ -279,6 +280,24 @@ impl Daemon {
         found
     }
 
+    /// The daemon's runner processes (`ironclawd __runner`, idle or busy) and their descendants.
+    pub fn runner_processes(&self) -> Vec<u32> {
+        let children = |pid: u32| -> Vec<u32> {
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+                .flat_map(|c| c.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+                .collect()
+        };
+        let mut found = Vec::new();
+        let mut queue: Vec<u32> = children(self.pid()).into_iter().filter(|&p| is_runner(p)).collect();
+        while let Some(pid) = queue.pop() {
+            found.push(pid);
+            queue.extend(children(pid));
+        }
+        found
+    }
+
     /// Waits until no sandbox process of this daemon is left (bounded), and returns what is.
     pub async fn settled_sandbox_processes(&self) -> Vec<u32> {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -338,5 +357,22 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Whether `pid` is (still) an Ironclaw runner process.
+pub fn is_runner(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == b"__runner"))
+}
+
+/// Waits (bounded) until none of `pids` is a runner any more; returns those that still are.
+pub async fn settled_runners(pids: &[u32]) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<u32> = pids.iter().copied().filter(|&p| is_runner(p)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
