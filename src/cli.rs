@@ -266,6 +266,9 @@ fn render(command: &Command, body: &Value) -> String {
                 pairs.push(("peak memory", format!("{} bytes", text(&body["peak_memory_bytes"]))));
                 pairs.push(("layers", body["layers"].to_string()));
             }
+            if body["log"].as_str().is_some_and(|log| !log.is_empty()) {
+                pairs.push(("log (stderr)", text(&body["log"]).trim_end().to_string()));
+            }
             key_values(pairs)
         }
         Command::Executions { .. } => table(

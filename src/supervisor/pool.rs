@@ -28,8 +28,10 @@ use crate::sandbox::sys;
 
 /// How long a runner may take to announce itself; it has done nothing plugin-specific yet.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
-/// After a pre-started runner fails to start, the pool waits this long before trying again.
+/// After a pre-started runner fails to start, the pool waits before trying again: first this
+/// long, doubling up to `REFILL_BACKOFF_MAX` while the failures go on.
 const REFILL_BACKOFF: Duration = Duration::from_secs(1);
+const REFILL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
 /// A runner that has announced itself (or failed to) and waits for its spec.
 pub struct Runner {
@@ -167,27 +169,35 @@ impl RunnerPool {
 
     /// Keeps `target` runners waiting, until the daemon stops.
     async fn refill(self: Arc<Self>) {
+        let mut backoff = REFILL_BACKOFF;
         while !self.closed.load(Ordering::SeqCst) {
             if self.idle_count() >= self.target {
                 self.wanted.notified().await;
                 continue;
             }
-            match Runner::spawn().await {
-                Ok(runner) if runner.is_waiting() && !self.closed.load(Ordering::SeqCst) => {
-                    self.idle().push_back(runner)
+            let failure = match Runner::spawn().await {
+                Ok(runner) if runner.is_waiting() => {
+                    if !self.closed.load(Ordering::SeqCst) {
+                        self.idle().push_back(runner);
+                    } else {
+                        runner.discard();
+                    }
+                    backoff = REFILL_BACKOFF;
+                    continue;
                 }
                 Ok(runner) => {
-                    if let Err((stage, message)) = &runner.inner {
-                        tracing::warn!(%stage, %message, "a pre-started runner failed to start; retrying later");
-                    }
+                    let failure = match &runner.inner {
+                        Err((stage, message)) => format!("stage '{stage}': {message}"),
+                        Ok(_) => "it exited before its spec".to_string(),
+                    };
                     runner.discard();
-                    tokio::time::sleep(REFILL_BACKOFF).await;
+                    failure
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot pre-start a runner; retrying later");
-                    tokio::time::sleep(REFILL_BACKOFF).await;
-                }
-            }
+                Err(e) => e,
+            };
+            tracing::warn!(%failure, retry_in = ?backoff, "cannot pre-start a runner");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(REFILL_BACKOFF_MAX);
         }
     }
 
