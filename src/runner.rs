@@ -81,7 +81,10 @@ pub fn main() -> ! {
             drop(ipc);
             namespaces::init(child, outer)
         }
-        Ok(ForkResult::Child) => drop(outer),
+        Ok(ForkResult::Child) => {
+            drop(outer);
+            sandbox::sys::reset_signals();
+        }
         Err(e) => fail(&ipc, "fork", e.to_string()),
     }
     match &spec.runtime {

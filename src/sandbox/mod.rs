@@ -98,6 +98,8 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     //    Die with the daemon. Close every inherited descriptor but stdio and the IPC socket.
     nix::unistd::setsid().map_err(SandboxError::Session)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
+    //    The daemon's pause/resume signals wait, pending, until pid 1 handles them.
+    sys::block_throttle_signals();
     sys::close_fds_from(IPC_FD + 1).map_err(SandboxError::CloseFds)?;
 
     // 2. Namespaces: pid, net, mount, ipc, uts. This forks: the outer runner stays in the
@@ -147,8 +149,10 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
     let no_new_privs = nix::sys::prctl::get_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
 
-    // 10. Default signal dispositions for the plugin.
+    // 10. Default signal dispositions for the plugin (which unblocks everything after the fork),
+    //     but the pause/resume signals stay held for pid 1.
     sys::reset_signals();
+    sys::block_throttle_signals();
 
     // 11. seccomp, last: from here on, only allowlisted syscalls work. No plugin code (not
     //     even a native library's constructors) has run before this line.

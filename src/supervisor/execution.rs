@@ -367,6 +367,7 @@ impl Execution {
         let mut kill_reason: Option<ExecutionStatus> = None;
         let mut peak = monitor::Usage::default();
         let monitored = plan.cgroups.is_none() && self.inner.is_some();
+        let mut throttle = monitor::CpuThrottle::new(plan.limits.cpu, Instant::now());
         let mut tick = tokio::time::interval(plan.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         if self.early_failure.is_some() {
@@ -408,6 +409,9 @@ impl Execution {
                         Ok(Some(usage)) => {
                             peak.rss_bytes = peak.rss_bytes.max(usage.rss_bytes);
                             peak.cpu_time_ms = peak.cpu_time_ms.max(usage.cpu_time_ms);
+                            if let Some(pause) = throttle.update(usage.cpu_time_ms, Instant::now()) {
+                                self.signal_inner(if pause { sys::SIGNAL_PAUSE } else { sys::SIGNAL_RESUME });
+                            }
                             if usage.rss_bytes > plan.limits.memory.0 {
                                 Event::Stop(ExecutionStatus::MemoryLimit, false)
                             } else if usage.cpu_time_ms > plan.limits.cpu_time.0.as_millis() as u64 {

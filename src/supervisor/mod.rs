@@ -219,7 +219,7 @@ impl Supervisor {
                             "monitor (RSS sampling) + RLIMIT_AS backstop"
                         },
                         "cpu_time": "RLIMIT_CPU + monitor",
-                        "cpu_share": "not enforced without cgroup v2",
+                        "cpu_share": "monitor: the sandbox is stopped while it is over its share (100 ms period)",
                         "pids": "RLIMIT_NPROC (one uid per execution)",
                     }),
                 },

@@ -40,7 +40,7 @@ pub fn repo_dir() -> PathBuf {
 fn artifact(plugin: &str) -> Option<&'static str> {
     match plugin {
         "calculator" => Some("libcalculator.so"),
-        "misbehave_native" => Some("libmisbehave.so"),
+        "misbehave_native" | "misbehave_throttled" => Some("libmisbehave.so"),
         "misbehave_exec" => Some("misbehave-exec"),
         "ctor_native" => Some("libctor_fixture.so"),
         _ => None,
