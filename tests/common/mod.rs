@@ -43,6 +43,7 @@ fn artifact(plugin: &str) -> Option<&'static str> {
         "misbehave_native" | "misbehave_throttled" => Some("libmisbehave.so"),
         "misbehave_exec" => Some("misbehave-exec"),
         "ctor_native" => Some("libctor_fixture.so"),
+        "abi_mismatch" => Some("libabi_mismatch.so"),
         _ => None,
     }
 }
