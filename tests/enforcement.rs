@@ -115,6 +115,36 @@ async fn host_loopback_udp_is_unreachable() {
 }
 
 #[tokio::test]
+async fn hosts_on_other_networks_are_unreachable() {
+    require_root!();
+    let d = hostile().await;
+    let host = common::TestHost::create();
+    let (udp, tcp) = host.inside(|| {
+        let udp = std::net::UdpSocket::bind((host.addr, 0)).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        let tcp = std::net::TcpListener::bind((host.addr, 0)).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        (udp, tcp)
+    });
+    let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+    // Control: from the host's namespace, the test host is reachable over the veth pair.
+    let probe = std::net::UdpSocket::bind((host.host_side, 0)).unwrap();
+    probe.send_to(b"control", udp_addr).unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(udp.recv_from(&mut buf).unwrap().0, 7, "the test host is reachable from the host");
+
+    for plugin in BOTH {
+        // UDP is not Landlock's: the empty network namespace alone stops it (no route).
+        let seen = observed(&d, plugin, json!({"attack": "udp_exchange", "addr": udp_addr.to_string()})).await;
+        assert_eq!(seen["send"]["errno_name"], "ENETUNREACH", "{plugin}: {seen}");
+        let seen = observed(&d, plugin, json!({"attack": "tcp_connect", "addr": tcp_addr.to_string()})).await;
+        assert_eq!(errno_of(&seen), "EACCES", "{plugin}: {seen}");
+    }
+    assert!(udp.recv_from(&mut buf).is_err(), "a datagram from a sandbox reached the test host");
+    assert!(tcp.accept().is_err(), "a sandbox connected to the test host");
+}
+
+#[tokio::test]
 async fn host_abstract_unix_sockets_are_unreachable() {
     require_root!();
     let d = hostile().await;

@@ -377,3 +377,66 @@ pub async fn settled_runners(pids: &[u32]) -> Vec<u32> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A test host: a network namespace of the test's own, joined to the host's namespace by a veth
+/// pair (host side 10.213.x.y+1/30, test host +2). Only these addresses are ever used.
+/// Removed on drop.
+pub struct TestHost {
+    netns: String,
+    veth: String,
+    pub host_side: std::net::Ipv4Addr,
+    pub addr: std::net::Ipv4Addr,
+}
+
+static TEST_HOSTS: AtomicU32 = AtomicU32::new(0);
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("iproute2's `ip` runs");
+    assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+impl TestHost {
+    pub fn create() -> TestHost {
+        let (pid, n) = (std::process::id(), TEST_HOSTS.fetch_add(1, Ordering::SeqCst));
+        // A /30 of 10.213.0.0/16 per (test process, host); pids rarely collide modulo 16384.
+        let base = ((pid + n * 7919) % 16384) * 4;
+        let octets = |last: u32| std::net::Ipv4Addr::new(10, 213, (base >> 8) as u8, (base & 0xff) as u8 + last as u8);
+        let host = TestHost {
+            netns: format!("ictest-{pid}-{n}"),
+            veth: format!("icv{}{n}", pid % 100_000),
+            host_side: octets(1),
+            addr: octets(2),
+        };
+        let peer = format!("{}p", host.veth);
+        ip(&["netns", "add", &host.netns]);
+        ip(&["link", "add", &host.veth, "type", "veth", "peer", "name", &peer, "netns", &host.netns]);
+        ip(&["addr", "add", &format!("{}/30", host.host_side), "dev", &host.veth]);
+        ip(&["link", "set", &host.veth, "up"]);
+        ip(&["-n", &host.netns, "addr", "add", &format!("{}/30", host.addr), "dev", &peer]);
+        ip(&["-n", &host.netns, "link", "set", &peer, "up"]);
+        ip(&["-n", &host.netns, "link", "set", "lo", "up"]);
+        host
+    }
+
+    /// Runs `f` on a thread inside the test host's network namespace: sockets it creates belong
+    /// to the test host.
+    pub fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.netns);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap();
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
