@@ -259,10 +259,6 @@ async fn read_pipe(
     (kept, false)
 }
 
-fn async_pipe(fd: impl Into<OwnedFd>) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
-    tokio::net::unix::pipe::Receiver::from_owned_fd(fd.into())
-}
-
 /// Runs one execution to its end. Never panics on plugin behaviour.
 pub async fn execute(plan: ExecutionPlan, pool: &RunnerPool, cancel: watch::Receiver<bool>) -> ExecutionResult {
     let started = Instant::now();
@@ -289,17 +285,25 @@ struct Execution {
 }
 
 impl Execution {
-    /// Takes a waiting runner, puts it in the execution's cgroup and sends it the spec.
+    /// Takes a waiting runner, puts it in the execution's cgroup and sends it the spec. Once a
+    /// runner is taken, every failure becomes an early failure, which `finish` cleans up.
     async fn start(plan: &ExecutionPlan, pool: &RunnerPool) -> Result<Self, String> {
         let cgroup = match &plan.cgroups {
             Some(root) => Some(root.create(&plan.id, &plan.limits).map_err(|e| crate::runner::error_chain(&e))?),
             None => None,
         };
-        let Runner { outer, outer_exit, inner, mut ipc, stdout, stderr } = pool.take().await?;
+        let runner = match pool.take().await {
+            Ok(runner) => runner,
+            Err(e) => {
+                if let Some(Err(err)) = cgroup.map(ExecCgroup::destroy) {
+                    tracing::error!(error = %crate::runner::error_chain(&err), "failed to remove an execution cgroup");
+                }
+                return Err(e);
+            }
+        };
+        let Runner { outer, outer_exit, inner, ipc, stdout, stderr } = runner;
         let output_limit = plan.limits.output.0 as usize;
         let (overflow_tx, overflow) = mpsc::channel(4);
-        let stdout = async_pipe(stdout).map_err(|e| format!("stdout pipe: {e}"))?;
-        let stderr = async_pipe(stderr).map_err(|e| format!("stderr pipe: {e}"))?;
         let stdout = tokio::spawn(read_pipe(stdout, output_limit + 1, output_limit, overflow_tx.clone()));
         let stderr = tokio::spawn(read_pipe(stderr, LOG_KEPT, output_limit.max(LOG_KEPT), overflow_tx.clone()));
         let mut execution = Execution {
@@ -316,19 +320,32 @@ impl Execution {
         match inner {
             Ok((pid, pidfd)) => {
                 execution.inner = Some((pid, pidfd));
-                if let Some(cg) = &execution.cgroup {
-                    for p in [execution.outer.id() as i32, pid] {
-                        cg.add(p).map_err(|e| crate::runner::error_chain(&e))?;
-                    }
+                match execution.hand_over(plan, pid, ipc).await {
+                    Ok(ipc) => execution.ipc = Some(tokio::spawn(read_ipc(ipc, output_limit, overflow_tx))),
+                    Err(message) => execution.early_failure = Some(("spawn".into(), message)),
                 }
-                let mut frame = Vec::new();
-                ipc::write_frame(&mut frame, &plan.runner_spec()).map_err(|e| e.to_string())?;
-                ipc.write_all(&frame).await.map_err(|e| format!("send the spec: {e}"))?;
-                execution.ipc = Some(tokio::spawn(read_ipc(ipc, output_limit, overflow_tx)));
             }
             Err(failure) => execution.early_failure = Some(failure),
         }
         Ok(execution)
+    }
+
+    /// Moves the runner into the execution's cgroup, then sends it the spec.
+    async fn hand_over(
+        &self,
+        plan: &ExecutionPlan,
+        inner_pid: i32,
+        mut ipc: tokio::net::UnixStream,
+    ) -> Result<tokio::net::UnixStream, String> {
+        if let Some(cg) = &self.cgroup {
+            for pid in [self.outer.id() as i32, inner_pid] {
+                cg.add(pid).map_err(|e| crate::runner::error_chain(&e))?;
+            }
+        }
+        let mut frame = Vec::new();
+        ipc::write_frame(&mut frame, &plan.runner_spec()).map_err(|e| e.to_string())?;
+        ipc.write_all(&frame).await.map_err(|e| format!("send the spec: {e}"))?;
+        Ok(ipc)
     }
 
     /// Sends `signal` to the confined runner (which, as pid 1 of its namespace, only receives

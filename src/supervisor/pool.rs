@@ -14,12 +14,13 @@
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
 use tokio::sync::Notify;
 
 use crate::ipc::{self, RunnerMessage};
@@ -41,12 +42,13 @@ pub struct Runner {
     /// stage and message of a runner that failed before announcing itself.
     pub inner: Result<(i32, OwnedFd), (String, String)>,
     pub ipc: tokio::net::UnixStream,
-    pub stdout: ChildStdout,
-    pub stderr: ChildStderr,
+    pub stdout: pipe::Receiver,
+    pub stderr: pipe::Receiver,
 }
 
 impl Runner {
-    /// Spawns a runner and waits for its first frame. `Err` only when nothing could be spawned.
+    /// Spawns a runner and waits for its first frame. `Err` only when nothing could be spawned;
+    /// a runner that failed later is returned with `inner` holding the failure.
     pub async fn spawn() -> Result<Runner, String> {
         let (daemon_end, runner_end) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
         let mut outer = Command::new("/proc/self/exe")
@@ -57,12 +59,25 @@ impl Runner {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("spawn the runner: {e}"))?;
-        let outer_exit = sys::pidfd_open(outer.id() as i32)
-            .and_then(sys::async_pidfd)
-            .map_err(|e| format!("pidfd of the runner: {e}"))?;
-        let (stdout, stderr) = (outer.stdout.take().expect("piped"), outer.stderr.take().expect("piped"));
-        daemon_end.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let mut ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| e.to_string())?;
+        let handles = (|| -> Result<_, String> {
+            let outer_exit = sys::pidfd_open(outer.id() as i32)
+                .and_then(sys::async_pidfd)
+                .map_err(|e| format!("pidfd of the runner: {e}"))?;
+            let stdout = async_pipe(outer.stdout.take().expect("piped")).map_err(|e| format!("stdout pipe: {e}"))?;
+            let stderr = async_pipe(outer.stderr.take().expect("piped")).map_err(|e| format!("stderr pipe: {e}"))?;
+            daemon_end.set_nonblocking(true).map_err(|e| format!("runner socket: {e}"))?;
+            let ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| format!("runner socket: {e}"))?;
+            Ok((outer_exit, stdout, stderr, ipc))
+        })();
+        let (outer_exit, stdout, stderr, mut ipc) = match handles {
+            Ok(h) => h,
+            Err(e) => {
+                // It waits for a spec that will never come: end it now.
+                let _ = outer.kill();
+                let _ = outer.wait();
+                return Err(e);
+            }
+        };
         // The first frame comes from the outer runner, before the confined one may act.
         let first =
             tokio::time::timeout(SPAWN_DEADLINE, ipc::read_frame_async::<RunnerMessage>(&mut ipc, 64 * 1024)).await;
@@ -100,6 +115,10 @@ impl Runner {
         // SIGKILL is immediate; the inner runner follows by its parent-death signal.
         let _ = self.outer.wait();
     }
+}
+
+fn async_pipe(fd: impl Into<OwnedFd>) -> std::io::Result<pipe::Receiver> {
+    pipe::Receiver::from_owned_fd(fd.into())
 }
 
 /// A few runners kept waiting for their spec.
