@@ -6,10 +6,10 @@
 //! Landlock, no capabilities, an unprivileged uid, no_new_privs and a seccomp allowlist. The
 //! daemon never loads plugin code itself. What was enforced is reported with every result.
 //!
-//! Layout: `sandbox` (the layers, the only unsafe code with `plugin_host`), `runner` (the
-//! confined process), `supervisor` (the owner of all state: registry, executions, limits),
-//! `api` (REST), `cli`/`client` (the `ironclaw` command), and the admin-facing formats
-//! (`config`, `manifest`, `policy`).
+//! Layout: `sandbox` (the layers; `sandbox::sys` and `plugin_host` hold all the unsafe code),
+//! `runner` (the confined process), `supervisor` (the owner of all state: registry, executions,
+//! limits, runners), `api` (REST), `cli`/`client` (the `ironclaw` command), and the admin-facing
+//! formats (`config`, `manifest`, `policy`).
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("ironclaw's sandbox needs Linux (namespaces, Landlock, seccomp)");

@@ -3,14 +3,15 @@
 //!
 //! The daemon starts it as `/proc/self/exe __runner`, with an empty environment, the socketpair
 //! as stdin and pipes as stdout and stderr. It never starts a thread or an async runtime.
+#![forbid(unsafe_code)]
 
 use std::error::Error;
 use std::ffi::CString;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::fcntl::{AtFlags, OFlag};
+use nix::fcntl::AtFlags;
 
 use crate::ipc::{self, RunnerMessage, RuntimeSpec};
 use crate::sandbox::{self, Confinement, IPC_FD, namespaces};
@@ -40,24 +41,9 @@ fn fail(ipc: &UnixStream, stage: &str, message: String) -> ! {
     std::process::exit(EXIT_SETUP_FAILED)
 }
 
-/// Takes the socketpair from stdin to [`IPC_FD`], close-on-exec so exec'd plugins never hold it,
-/// and puts `/dev/null` on stdin.
-fn take_ipc() -> std::io::Result<UnixStream> {
-    // SAFETY: fd 0 is the socketpair the daemon passed as stdin; nothing else owns it.
-    let stdin = unsafe { OwnedFd::from_raw_fd(0) };
-    // SAFETY: IPC_FD is free: the daemon passes only stdio, so nothing in this process owns fd 3.
-    let mut target = unsafe { OwnedFd::from_raw_fd(IPC_FD) };
-    nix::unistd::dup3(&stdin, &mut target, OFlag::O_CLOEXEC)?;
-    let null = nix::fcntl::open("/dev/null", OFlag::O_RDONLY, nix::sys::stat::Mode::empty())?;
-    let mut stdin = stdin;
-    nix::unistd::dup2(&null, &mut stdin)?;
-    std::mem::forget(stdin); // fd 0 stays open as /dev/null
-    Ok(UnixStream::from(target))
-}
-
 /// The runner's `main`.
 pub fn main() -> ! {
-    let ipc = match take_ipc() {
+    let ipc = match sandbox::sys::take_ipc_socket(IPC_FD) {
         Ok(ipc) => ipc,
         Err(e) => {
             eprintln!("ironclaw runner: cannot take the IPC socket: {e}");
@@ -114,10 +100,7 @@ fn exec_plugin(argv: &[String], env: &[(String, String)], entry: Option<OwnedFd>
             .map_err(|e| format!("cannot create the request memfd: {e}"))?;
         nix::unistd::write(&memfd, request).map_err(|e| format!("cannot write the request: {e}"))?;
         nix::unistd::lseek(memfd.as_fd(), 0, nix::unistd::Whence::SeekSet).map_err(|e| e.to_string())?;
-        // SAFETY: fd 0 is /dev/null, owned by this process and by no Rust object.
-        let mut stdin = unsafe { OwnedFd::from_raw_fd(0) };
-        nix::unistd::dup2(&memfd, &mut stdin).map_err(|e| format!("cannot set stdin: {e}"))?;
-        std::mem::forget(stdin);
+        sandbox::sys::redirect_fd(memfd.as_raw_fd(), 0).map_err(|e| format!("cannot set stdin: {e}"))?;
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
         let argv = argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
         let envp = env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;

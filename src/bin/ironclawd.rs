@@ -1,5 +1,6 @@
 //! The Ironclaw daemon. With the hidden first argument `__runner` it is instead one sandboxed
 //! runner, started by the daemon itself; that check comes before any thread is started.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

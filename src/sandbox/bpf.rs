@@ -9,6 +9,7 @@
 //!
 //! Every subtree of the search is self-contained (its leaves return), so jumps only go forward
 //! within it; a left subtree too long for an 8-bit jump offset is skipped with a 32-bit `ja`.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
 //! Dropping every capability and switching to the execution's unprivileged uid and gid.
+#![forbid(unsafe_code)]
 
 use caps::CapSet;
 use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};

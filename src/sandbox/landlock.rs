@@ -4,6 +4,7 @@
 //!
 //! Compatibility is best effort (the rust-landlock way): we ask for everything up to the ABI we
 //! have tested, and report what the kernel actually enforced rather than assume it.
+#![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};

@@ -1,8 +1,8 @@
 //! The runner's confinement: every layer, applied in one ordered function, [`confine`].
 //!
-//! This is the only part of Ironclaw, with `plugin_host`, that may use `unsafe`, and it runs only
-//! in the runner: a fresh, single-threaded re-exec of our own binary. Nothing here runs in the
-//! multithreaded daemon.
+//! The layers run only in the runner: a fresh, single-threaded re-exec of our own binary, never
+//! in the multithreaded daemon. Its `sys` module is, with `plugin_host`, the only part of Ironclaw
+//! that may use `unsafe`; it also holds the few wrappers the daemon needs (pidfds, reaping).
 
 pub mod bpf;
 pub mod identity;

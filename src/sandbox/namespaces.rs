@@ -7,6 +7,7 @@
 //! ignores signals it has no handler for, even its own SIGABRT, which a plugin must not.
 //! When pid 1 of a namespace dies, the kernel kills everything else in it, so killing the inner
 //! runner removes the plugin's whole process tree.
+#![forbid(unsafe_code)]
 
 use std::io;
 use std::io::{Read, Write};

@@ -1,5 +1,6 @@
 //! Per-process resource limits. Under the fallback backend they are the kernel-side half of the
 //! limits (the daemon's monitor is the other half); under cgroup v2 they are a second fence.
+#![forbid(unsafe_code)]
 
 use nix::sys::resource::{Resource, setrlimit};
 

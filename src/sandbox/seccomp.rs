@@ -10,6 +10,7 @@
 //!
 //! [`bpf`](super::bpf) compiles it into a binary search, so installing it and running through it
 //! stay cheap.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 

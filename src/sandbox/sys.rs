@@ -1,5 +1,5 @@
-//! Thin wrappers over the system calls that `nix` does not offer safely.
-//! Every `unsafe` block of the daemon side lives here or in `plugin_host`.
+//! Thin wrappers over the system calls that `nix` does not offer safely, for the runner and the
+//! daemon. Every `unsafe` block of Ironclaw lives here or in `plugin_host`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -232,4 +232,28 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
         libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog)
     };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Makes descriptor number `target` a copy of `source` (dup2), replacing what was there. For
+/// stdio numbers, which no Rust object of the runner owns.
+pub fn redirect_fd(source: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only changes the descriptor table; `target` is a stdio number that no Rust
+    // object owns, so no owner sees its descriptor replaced.
+    let rc = unsafe { libc::dup2(source, target) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Moves the socketpair the daemon passed as stdin to descriptor `ipc_fd` (close-on-exec, so
+/// exec'd plugins never hold it), puts `/dev/null` on stdin, and returns the socket.
+pub fn take_ipc_socket(ipc_fd: RawFd) -> io::Result<std::os::unix::net::UnixStream> {
+    // SAFETY: dup3 only changes the descriptor table; the daemon passes only stdio, so nothing
+    // in this process owns `ipc_fd`.
+    if unsafe { libc::dup3(0, ipc_fd, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `ipc_fd` was just made a copy of the socket, and no other object owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(ipc_fd) };
+    let null = nix::fcntl::open("/dev/null", nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())?;
+    redirect_fd(null.as_raw_fd(), 0)?;
+    Ok(std::os::unix::net::UnixStream::from(socket))
 }
