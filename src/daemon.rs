@@ -96,7 +96,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             tracing::warn!(%addr, "the TCP API listens beyond loopback");
         }
         let listener = TcpListener::bind(addr).await.map_err(|e| DaemonError::Bind(addr.to_string(), e))?;
-        tracing::info!(%addr, "listening");
+        let bound = listener.local_addr().map_err(|e| DaemonError::Bind(addr.to_string(), e))?;
+        tracing::info!(addr = %bound, "listening");
         let app = router.clone();
         let shutdown = stopped();
         servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
@@ -164,7 +165,9 @@ fn bind_unix(path: &Path, config: &Config) -> Result<UnixListener, DaemonError> 
 pub fn init_tracing(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRONCLAW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: journald and log files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if json {
         builder.json().init();
     } else {

@@ -459,3 +459,26 @@ async fn runners_start_on_demand_without_a_pool() {
     assert_eq!(system["executions"]["prestarted_target"], 0);
     assert!(d.runner_processes().is_empty());
 }
+
+#[tokio::test]
+async fn tcp_listener_and_socket_permissions() {
+    require_root!();
+    let d = Daemon::builder().plugins(&["calculator"]).tcp().start().await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "the unix socket is owner and group only");
+
+    let url = d.tcp_url();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .args(["--url", &url, "--json", "exec", "calculator", "-p", "expression=6*7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["data"]["result"], 42, "{r}");
+
+    // Without a tcp setting there is no TCP listener at all.
+    let plain = calculator().await;
+    assert!(!plain.log().lines().any(|l| l.contains("listening") && l.contains("addr=")), "{}", plain.log());
+}

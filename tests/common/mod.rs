@@ -101,6 +101,7 @@ pub struct DaemonBuilder {
     max_queued: u32,
     dir: Option<tempfile::TempDir>,
     dropped_capabilities: Vec<String>,
+    tcp: bool,
 }
 
 pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
@@ -139,6 +140,12 @@ impl DaemonBuilder {
         self
     }
 
+    /// Also listens on TCP, on a free port of 127.0.0.1 (see [`Daemon::tcp_url`]).
+    pub fn tcp(mut self) -> Self {
+        self.tcp = true;
+        self
+    }
+
     /// Reuses the directory (plugins, policies, state) of an earlier daemon.
     pub fn reuse(mut self, dir: tempfile::TempDir) -> Self {
         self.dir = Some(dir);
@@ -163,12 +170,13 @@ impl DaemonBuilder {
         let uid_base = 2_000_000_000 + (std::process::id() % 50_000) * 1000 + n * 32;
         let socket = root.join("api.sock");
         let config = format!(
-            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {:?}\n\
+            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {:?}\n{}\
              [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\nuid_base = {uid_base}\n{}",
             root.join("plugins"),
             root.join("policies"),
             root.join("state"),
             socket,
+            if self.tcp { "tcp = \"127.0.0.1:0\"\n" } else { "" },
             self.max_concurrent,
             self.max_queued,
             self.config
@@ -208,6 +216,7 @@ impl Daemon {
             max_queued: 64,
             dir: None,
             dropped_capabilities: vec![],
+            tcp: false,
         }
     }
 
@@ -256,6 +265,17 @@ impl Daemon {
             .unwrap();
         assert_eq!(a.status, 200, "execute {plugin} answered {}: {}", a.status, a.body);
         a.body
+    }
+
+    /// The TCP API's URL, from the daemon's "listening" log line (the port is chosen at bind).
+    pub fn tcp_url(&self) -> String {
+        let log = self.log();
+        let addr = log
+            .lines()
+            .filter(|l| l.contains("listening"))
+            .find_map(|l| l.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()))
+            .unwrap_or_else(|| panic!("no TCP listener in the log:\n{log}"));
+        format!("http://{addr}")
     }
 
     /// Runs the `ironclaw` CLI against this daemon.
