@@ -438,6 +438,14 @@ async fn prestarted_runners_serve_once_and_are_replaced() {
     // A runner killed while idle is discarded, never handed to an execution.
     let victim = *idle.iter().min().unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    // Dead means exited (a zombie until the daemon reaps it), not merely signalled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{victim}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    {
+        assert!(std::time::Instant::now() < deadline, "the killed runner never exited");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for _ in 0..3 {
         let r = d.exec("calculator", json!({"expression": "6*7"})).await;
         assert_eq!((r["status"].as_str(), r["data"]["result"].as_f64()), (Some("success"), Some(42.0)), "{r}");

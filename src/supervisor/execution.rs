@@ -502,6 +502,7 @@ impl Execution {
             cpu_limit_ms: plan.limits.cpu_time.0.as_millis() as u64,
             output_too_large: stdout_overflow || report.too_large,
             ipc_garbage: report.garbage,
+            confined: report.layers.is_some(),
         });
         result.status = status;
         result.error = error;
@@ -541,6 +542,8 @@ struct Outcome {
     cpu_limit_ms: u64,
     output_too_large: bool,
     ipc_garbage: Option<String>,
+    /// The runner reported itself confined: from then on, plugin code may have run.
+    confined: bool,
 }
 
 /// Decides the status from how the runner ended. `Running` means "ended normally: read the
@@ -581,6 +584,11 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
             "exec" => (Error, Some(format!("failed to start the plugin: {message}"))),
             _ => (Error, Some(format!("sandbox set-up failed at stage '{stage}': {message}"))),
         };
+    }
+    if let Some(s) = sig.filter(|_| !o.confined) {
+        // Killed from outside during set-up (e.g. a pre-started runner killed while idle).
+        let name = nix::sys::signal::Signal::try_from(s).map_or_else(|_| s.to_string(), |n| n.as_str().to_string());
+        return (Error, Some(format!("the sandbox was killed by {name} before the plugin started")));
     }
     if let Some(s) = sig {
         let cpu_killed = s == libc::SIGXCPU || (s == libc::SIGKILL && o.reaped.cpu_time_ms >= o.cpu_limit_ms);
@@ -643,6 +651,7 @@ mod tests {
             cpu_limit_ms: 1000,
             output_too_large: false,
             ipc_garbage: None,
+            confined: true,
         }
     }
 
@@ -664,6 +673,13 @@ mod tests {
         let mut o = outcome();
         o.setup_failed = Some(("requirements".into(), "policy requires layer 'cgroup_v2'".into()));
         assert_eq!(classify(&o).0, ExecutionStatus::Denied);
+        // Killed before any plugin code ran: not the plugin's crash.
+        let mut o = outcome();
+        (o.confined, o.reaped.signal, o.reaped.exit_code) = (false, Some(libc::SIGKILL), None);
+        assert_eq!(
+            classify(&o),
+            (ExecutionStatus::Error, Some("the sandbox was killed by SIGKILL before the plugin started".into()))
+        );
     }
 
     #[test]
