@@ -43,7 +43,7 @@ enum Command {
         /// A parameter, `key=value`; the value is read as JSON when it parses, else as a string.
         #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
         params: Vec<String>,
-        /// All parameters as one JSON object.
+        /// All parameters as one JSON object; `-` reads it from stdin.
         #[arg(long = "json", value_name = "JSON", conflicts_with = "params")]
         json_params: Option<String>,
         /// Return at once with the execution id (see `execution` and `cancel`).
@@ -123,6 +123,19 @@ async fn run(cli: Cli, client: Client) -> ExitCode {
             client.put(&format!("/api/v1/plugins/{name}/enable"), &json!({"enabled": false})).await
         }
         Command::Exec { name, params, json_params, detach } => {
+            let stdin_text;
+            let json_params = match json_params.as_deref() {
+                Some("-") => {
+                    let mut text = String::new();
+                    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut text) {
+                        eprintln!("ironclaw: cannot read the parameters from stdin: {e}");
+                        return ExitCode::from(2);
+                    }
+                    stdin_text = text;
+                    Some(&stdin_text)
+                }
+                _ => json_params.as_ref(),
+            };
             let parameters = match json_params {
                 Some(text) => match serde_json::from_str::<Value>(text) {
                     Ok(v) => v,

@@ -354,6 +354,20 @@ async fn cli_commands_and_exit_codes() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["data"]["result"], json!(5));
 
+    // `--json -` reads the parameters from stdin.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironclaw"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "exec", "calculator", "--json", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), br#"{"expression": "lcm(4, 6)"}"#).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["data"]["result"], json!(12));
+
     let out = d.cli(&["exec", "calculator", "-p", "expression=2**10", "-p", "precision=0"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"result\": 1024"));
