@@ -149,8 +149,8 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
     let no_new_privs = nix::sys::prctl::get_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
 
-    // 10. Default signal dispositions for the plugin (which unblocks everything after the fork),
-    //     but the pause/resume signals stay held for pid 1.
+    // 10. Default signal dispositions for the plugin, except that the pause/resume signals stay
+    //     blocked for pid 1 (the plugin's process unblocks them after the fork).
     sys::reset_signals();
     sys::block_throttle_signals();
 

@@ -161,8 +161,9 @@ fn mirror_exit(child: Pid, link: UnixStream) -> ! {
 }
 
 /// The sandbox's pid 1 once the plugin process is forked: reaps every process of the namespace,
-/// forwards SIGTERM/SIGINT/SIGHUP to the plugin (pid 1 would ignore them otherwise), and reports
-/// how the plugin ended. Pid 1's exit tears the namespace down.
+/// forwards SIGTERM/SIGINT/SIGHUP to the plugin (pid 1 would ignore them otherwise), stops or
+/// continues every process of the sandbox on the daemon's pause/resume signals (the fallback's
+/// CPU share), and reports how the plugin ended. Pid 1's exit tears the namespace down.
 pub fn init(plugin: Pid, link: OuterLink) -> ! {
     sys::handle_init_signals();
     loop {
