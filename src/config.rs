@@ -78,7 +78,8 @@ pub struct RunnerConfig {
     /// Extra read-only paths for every plugin (e.g. an interpreter outside /usr).
     pub extra_read_paths: Vec<PathBuf>,
     /// Runners kept started and waiting in their namespaces, so an execution skips spawning
-    /// one (about 2 ms). 0 starts every runner on demand.
+    /// one (about 2 ms). 0 starts every runner on demand; at most `executions.max_concurrent`
+    /// are kept.
     pub prestarted: usize,
 }
 
@@ -172,13 +173,6 @@ impl Config {
         {
             return invalid("runner.uid_base must be non-zero and leave room for max_concurrent ids".into());
         }
-        if self.runner.prestarted > self.executions.max_concurrent {
-            return invalid(format!(
-                "runner.prestarted ({}) must not exceed executions.max_concurrent ({}): more waiting runners \
-                 than can ever run at once only cost memory",
-                self.runner.prestarted, self.executions.max_concurrent
-            ));
-        }
         if u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).is_err() {
             return invalid(format!("api.socket_mode {:?} is not an octal mode", self.api.socket_mode));
         }
@@ -231,7 +225,5 @@ mod tests {
         assert!(err.contains("c.toml:3:1") && err.contains("unknown field `port`"), "{err}");
         std::fs::write(&path, "[executions]\nmax_concurrent = 0\n").unwrap();
         assert!(Config::load(&path).unwrap_err().to_string().contains("max_concurrent"));
-        std::fs::write(&path, "[executions]\nmax_concurrent = 4\n[runner]\nprestarted = 5\n").unwrap();
-        assert!(Config::load(&path).unwrap_err().to_string().contains("runner.prestarted (5)"));
     }
 }

@@ -235,6 +235,8 @@ async fn cancel_a_running_execution() {
 async fn concurrency_over_the_limit_is_refused_with_retry_after() {
     require_root!();
     let d = Daemon::builder().plugins(&["misbehave_exec", "calculator"]).max_concurrent(1).max_queued(0).start().await;
+    let system = d.get("/api/v1/system").await.body;
+    assert_eq!(system["executions"]["prestarted_target"], 1, "no more waiting runners than slots: {system}");
     let c = d.client();
     let a = c
         .post(

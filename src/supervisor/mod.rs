@@ -166,7 +166,8 @@ impl Supervisor {
             host,
             policy,
             cgroups,
-            runners: pool::RunnerPool::start(config.runner.prestarted),
+            // More waiting runners than can ever run at once would only cost memory.
+            runners: pool::RunnerPool::start(config.runner.prestarted.min(n)),
             registry: RwLock::new(registry),
             slots: Arc::new(Semaphore::new(n)),
             free_uids: Mutex::new(uids),
