@@ -69,7 +69,7 @@ pub fn main() -> ! {
         }
         Ok(ForkResult::Child) => {
             drop(outer);
-            sandbox::sys::reset_signals();
+            sandbox::sys::unblock_throttle_signals();
         }
         Err(e) => fail(&ipc, "fork", e.to_string()),
     }

@@ -231,6 +231,7 @@ async fn identity_is_unprivileged_and_the_environment_empty() {
         assert_eq!(seen["pid"], 2, "{plugin} runs in its own pid namespace, under a minimal init");
         assert_eq!(seen["cwd"], "/run/ironclaw/plugin");
         assert!(seen["capeff"].is_null(), "/proc/self/status is not readable: {seen}");
+        assert_eq!(seen["blocked_signals"], json!([]), "{plugin} starts with no blocked signal: {seen}");
         let env = seen["env"].as_array().unwrap();
         if plugin == "misbehave_native" {
             assert!(env.is_empty(), "the runner's environment is empty: {seen}");

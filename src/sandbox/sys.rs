@@ -197,6 +197,11 @@ pub fn block_throttle_signals() {
     let _ = throttle_set().thread_block();
 }
 
+/// Lets the pause and resume signals through again.
+pub fn unblock_throttle_signals() {
+    let _ = throttle_set().thread_unblock();
+}
+
 /// Installs pid 1's handlers (without SA_RESTART, so waitpid returns EINTR): termination
 /// signals to pass on to the plugin, and the daemon's pause and resume commands. Then lets the
 /// commands that arrived meanwhile through.
@@ -207,7 +212,7 @@ pub fn handle_init_signals() {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(signal, &action) };
     }
-    let _ = throttle_set().thread_unblock();
+    unblock_throttle_signals();
 }
 
 /// The termination signal recorded since the last call, if any.
