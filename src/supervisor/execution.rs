@@ -546,6 +546,11 @@ struct Outcome {
     confined: bool,
 }
 
+/// "SIGSEGV" for 11; the number for a signal nix does not know.
+fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal).map_or_else(|_| signal.to_string(), |n| n.as_str().to_string())
+}
+
 /// Decides the status from how the runner ended. `Running` means "ended normally: read the
 /// plugin's response".
 fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
@@ -587,7 +592,7 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
     }
     if let Some(s) = sig.filter(|_| !o.confined) {
         // Killed from outside during set-up (e.g. a pre-started runner killed while idle).
-        let name = nix::sys::signal::Signal::try_from(s).map_or_else(|_| s.to_string(), |n| n.as_str().to_string());
+        let name = signal_name(s);
         return (Error, Some(format!("the sandbox was killed by {name} before the plugin started")));
     }
     if let Some(s) = sig {
@@ -598,7 +603,7 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
         if o.reaped.max_rss_bytes >= o.memory_limit / 10 * 9 {
             return (MemoryLimit, Some(format!("the execution died at its memory limit of {} bytes", o.memory_limit)));
         }
-        let name = nix::sys::signal::Signal::try_from(s).map_or_else(|_| s.to_string(), |n| n.as_str().to_string());
+        let name = signal_name(s);
         let hint = if s == libc::SIGSYS { " (a forbidden system call)" } else { "" };
         return (Crashed, Some(format!("the plugin was killed by {name}{hint}")));
     }

@@ -321,14 +321,7 @@ impl Daemon {
 
     /// Waits until no sandbox process of this daemon is left (bounded), and returns what is.
     pub async fn settled_sandbox_processes(&self) -> Vec<u32> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let left = self.sandbox_processes();
-            if left.is_empty() || Instant::now() > deadline {
-                return left;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        settle(|| self.sandbox_processes()).await
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status.
@@ -388,11 +381,16 @@ pub fn is_runner(pid: u32) -> bool {
 
 /// Waits (bounded) until none of `pids` is a runner any more; returns those that still are.
 pub async fn settled_runners(pids: &[u32]) -> Vec<u32> {
+    settle(|| pids.iter().copied().filter(|&p| is_runner(p)).collect()).await
+}
+
+/// Polls `left` until it is empty or 5 s have passed, and returns its last answer.
+async fn settle(mut left: impl FnMut() -> Vec<u32>) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left: Vec<u32> = pids.iter().copied().filter(|&p| is_runner(p)).collect();
-        if left.is_empty() || Instant::now() > deadline {
-            return left;
+        let now_left = left();
+        if now_left.is_empty() || Instant::now() > deadline {
+            return now_left;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
