@@ -6,7 +6,7 @@ PROFILE ?= release
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 
 # Native plugins: cargo package -> library file copied into the plugin folder.
-NATIVE_PLUGINS := calculator
+NATIVE_PLUGINS := calculator file_ops weather web_search
 
 .PHONY: all build plugins run test lint bench clean
 

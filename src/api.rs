@@ -25,20 +25,27 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After` on 429 and 503 (1 unless known).
+    retry_after: u64,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: 1 }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, Json(json!({"error": {"code": self.code, "message": self.message}}))).into_response();
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if self.code == "rate_limited" {
+            // Shaped like an execution result too, for clients that only read `status`.
+            body["status"] = json!("rate_limited");
+            body["retry_after_s"] = json!(self.retry_after);
+        }
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS || self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
         }
         response
     }
@@ -54,6 +61,10 @@ impl From<SupervisorError> for ApiError {
             NotRunnable { .. } => ApiError::new(StatusCode::CONFLICT, "plugin_not_runnable", message),
             InvalidParameters { .. } => ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameters", message),
             Overloaded => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message),
+            RateLimited { retry_after, .. } => ApiError {
+                retry_after: retry_after.as_secs_f64().ceil().max(1.0) as u64,
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            },
             ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
             ExecutionNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", message),
             AlreadyFinished(_) => ApiError::new(StatusCode::CONFLICT, "execution_finished", message),

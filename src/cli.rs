@@ -65,11 +65,30 @@ enum Command {
     Stats { name: Option<String> },
     /// The daemon's version, host capabilities and active layers.
     System,
+    /// Admin policy files (no daemon needed).
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// What this host supports for each layer, and what the daemon would enforce (no daemon needed).
     Doctor {
         /// The policies directory to evaluate.
         #[arg(long, default_value = "policies")]
         policies: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policies offline (like `nginx -t`) and print each plugin's effective
+    /// permissions. Exits 1 on any error, or if a plugin would not be enabled for lack of a grant.
+    Check {
+        /// The policies directory.
+        #[arg(default_value = "policies")]
+        dir: PathBuf,
+        /// The plugins directory whose manifests are checked against the policies.
+        #[arg(long, default_value = "plugins")]
+        plugins: PathBuf,
     },
 }
 
@@ -85,8 +104,12 @@ const EXIT_UNREACHABLE: u8 = 3;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Doctor { policies } = &cli.command {
-        return doctor(policies, cli.json);
+    match &cli.command {
+        Command::Doctor { policies } => return doctor(policies, cli.json),
+        Command::Policy { command: PolicyCommand::Check { dir, plugins } } => {
+            return policy_check(dir, plugins, cli.json);
+        }
+        _ => {}
     }
     let endpoint = match &cli.url {
         Some(url) => match Endpoint::from_url(url) {
@@ -176,7 +199,7 @@ async fn run(cli: Cli, client: Client) -> ExitCode {
         Command::Stats { name: Some(name) } => client.get(&format!("/api/v1/plugins/{name}/stats")).await,
         Command::Stats { name: None } => client.get("/api/v1/stats").await,
         Command::System => client.get("/api/v1/system").await,
-        Command::Doctor { .. } => unreachable!("handled before connecting"),
+        Command::Doctor { .. } | Command::Policy { .. } => unreachable!("handled before connecting"),
     };
     let answer = match answer {
         Ok(a) => a,
@@ -327,6 +350,99 @@ fn render(command: &Command, body: &Value) -> String {
 }
 
 /// Reports what this host supports, without a daemon.
+/// `ironclaw policy check`: every policy file parsed, every plugin's effective permissions.
+fn policy_check(dir: &std::path::Path, plugins_dir: &std::path::Path, as_json: bool) -> ExitCode {
+    let policy = match crate::policy::PolicySet::load(dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ironclaw: policy check failed: {}", crate::runner::error_chain(&e));
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let mut folders: Vec<PathBuf> = match std::fs::read_dir(plugins_dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join(crate::manifest::MANIFEST_FILE).is_file())
+            .collect(),
+        Err(e) => {
+            eprintln!("ironclaw: cannot read the plugins directory {}: {e}", plugins_dir.display());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    folders.sort();
+    let mut failed = false;
+    let mut reports = Vec::new();
+    let mut names = Vec::new();
+    for folder in folders {
+        let report = match crate::manifest::Manifest::load(&folder) {
+            Err(e) => json!({"plugin": folder.display().to_string(), "ok": false, "error": e.to_string()}),
+            Ok(m) => {
+                names.push(m.name.clone());
+                match policy.effective(&m) {
+                    Ok(eff) => json!({"plugin": m.name, "ok": true, "effective": eff}),
+                    Err(missing) => json!({"plugin": m.name, "ok": false, "error": missing.join("; ")}),
+                }
+            }
+        };
+        failed |= report["ok"] == false;
+        reports.push(report);
+    }
+    let unknown: Vec<String> = policy
+        .named_plugins()
+        .filter(|(_, n)| !names.iter().any(|m| m == n))
+        .map(|(file, n)| format!("{}: [plugins.{n}] names a plugin that is not installed", file.display()))
+        .collect();
+    if as_json {
+        let out = json!({"ok": !failed, "files": policy.files, "plugins": reports, "warnings": unknown});
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        let files: Vec<String> = policy.files.iter().map(|f| f.display().to_string()).collect();
+        println!("policies: {} file(s) parsed: {}", files.len(), files.join(", "));
+        for r in &reports {
+            println!();
+            match r.get("effective") {
+                Some(eff) => {
+                    println!("{}: ok", text(&r["plugin"]));
+                    print_effective(eff);
+                }
+                None => println!("{}: NOT ENABLED: {}", text(&r["plugin"]), text(&r["error"])),
+            }
+        }
+        for warning in &unknown {
+            println!("\nwarning: {warning}");
+        }
+    }
+    ExitCode::from(if failed { EXIT_FAILURE } else { 0 })
+}
+
+fn print_effective(eff: &Value) {
+    let mut rows = Vec::new();
+    for kind in ["network", "network_deny", "private_addresses", "fs_read", "fs_write", "secrets"] {
+        for g in eff[kind].as_array().into_iter().flatten() {
+            rows.push(vec![kind.to_string(), text(&g["value"]), source(&g["granted_by"])]);
+        }
+    }
+    if !eff["workspace"].is_null() {
+        rows.push(vec!["workspace".into(), text(&eff["workspace"]["value"]), source(&eff["workspace"]["granted_by"])]);
+    }
+    for r in eff["denied"].as_array().into_iter().flatten() {
+        rows.push(vec![format!("{} (DENIED)", text(&r["permission"])), text(&r["value"]), source(&r["denied_by"])]);
+    }
+    for (name, value) in eff["limits"].as_object().into_iter().flatten() {
+        rows.push(vec![format!("limit {name}"), text(value), text(&eff["limit_sources"][name])]);
+    }
+    print!("{}", table(&["permission", "value", "from"], rows));
+}
+
+fn source(s: &Value) -> String {
+    let mut out = format!("{}: {}", text(&s["file"]), text(&s["rule"]));
+    if let Some(reason) = s["reason"].as_str() {
+        out.push_str(&format!(" ({reason})"));
+    }
+    out
+}
+
 fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
     let (host, _) = crate::supervisor::probe_host();
     let policy = crate::policy::PolicySet::load(policies);

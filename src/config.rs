@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{DeclaredLimits, ManifestError, parse_error};
+use crate::manifest::{ManifestError, parse_error};
 use crate::units::{ByteSize, Span};
 
 pub const DEFAULT_SOCKET: &str = "/run/ironclaw/ironclaw.sock";
@@ -33,10 +33,33 @@ pub struct Config {
     pub api: ApiConfig,
     pub executions: ExecutionConfig,
     pub runner: RunnerConfig,
-    /// Limits for plugins that declare none.
-    pub default_limits: Limits,
-    /// Upper bounds on what any plugin may declare.
-    pub max_limits: Limits,
+    /// A root-only TOML file of plugin secrets (`NAME = "value"`). systemd credentials
+    /// (`$CREDENTIALS_DIRECTORY`) are read too, and take precedence.
+    pub secrets_file: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+}
+
+/// The egress proxy every network-permitted plugin goes through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Static host entries, resolved without DNS: "host" or "host:port" to "ip" or "ip:port".
+    /// An entry with a port on the right replaces the requested port, so tests can send
+    /// `api.example.com:80` to a mock server on `127.0.0.1:41234`.
+    pub hosts: std::collections::BTreeMap<String, String>,
+    pub connect_timeout: Span,
+    /// How long a request head may take to arrive.
+    pub header_timeout: Span,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            hosts: Default::default(),
+            connect_timeout: Span(Duration::from_secs(10)),
+            header_timeout: Span(Duration::from_secs(10)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,18 +106,6 @@ pub struct RunnerConfig {
     pub prestarted: usize,
 }
 
-/// Effective limits of an execution.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub memory: ByteSize,
-    pub cpu: f64,
-    pub cpu_time: Span,
-    pub timeout: Span,
-    pub pids: u64,
-    pub output: ByteSize,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -104,22 +115,8 @@ impl Default for Config {
             api: ApiConfig::default(),
             executions: ExecutionConfig::default(),
             runner: RunnerConfig::default(),
-            default_limits: Limits {
-                memory: ByteSize(256 << 20),
-                cpu: 1.0,
-                cpu_time: Span(Duration::from_secs(30)),
-                timeout: Span(Duration::from_secs(30)),
-                pids: 32,
-                output: ByteSize(1 << 20),
-            },
-            max_limits: Limits {
-                memory: ByteSize(2 << 30),
-                cpu: 2.0,
-                cpu_time: Span(Duration::from_secs(300)),
-                timeout: Span(Duration::from_secs(300)),
-                pids: 512,
-                output: ByteSize(16 << 20),
-            },
+            secrets_file: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -168,10 +165,13 @@ impl Config {
         if self.executions.max_concurrent == 0 {
             return invalid("executions.max_concurrent must be at least 1".into());
         }
-        if self.runner.uid_base == 0
+        if self.runner.uid_base < 1_000_000
             || self.runner.uid_base.checked_add(self.executions.max_concurrent as u32).is_none()
         {
-            return invalid("runner.uid_base must be non-zero and leave room for max_concurrent ids".into());
+            return invalid(
+                "runner.uid_base must be at least 1000000 (workspace groups lie below it) and leave room for max_concurrent ids"
+                    .into(),
+            );
         }
         if u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).is_err() {
             return invalid(format!("api.socket_mode {:?} is not an octal mode", self.api.socket_mode));
@@ -185,36 +185,11 @@ impl Config {
     pub fn socket_mode(&self) -> u32 {
         u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).unwrap_or(0o660)
     }
-
-    /// The effective limits of a plugin: its declaration, or the default, bounded by the caps.
-    pub fn effective_limits(&self, declared: &DeclaredLimits) -> Limits {
-        let (d, max) = (&self.default_limits, &self.max_limits);
-        let timeout = declared.timeout.unwrap_or(d.timeout).min(max.timeout);
-        Limits {
-            memory: declared.memory.unwrap_or(d.memory).min(max.memory),
-            cpu: declared.cpu.unwrap_or(d.cpu).min(max.cpu),
-            // Without a declaration, CPU time is bounded by the wall clock anyway.
-            cpu_time: declared.cpu_time.unwrap_or(timeout).min(max.cpu_time),
-            timeout,
-            pids: declared.pids.unwrap_or(d.pids).min(max.pids),
-            output: declared.output.unwrap_or(d.output).min(max.output),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn effective_limits_are_capped() {
-        let config = Config::default();
-        let declared = DeclaredLimits { memory: Some(ByteSize(64 << 30)), pids: Some(4), ..Default::default() };
-        let l = config.effective_limits(&declared);
-        assert_eq!(l.memory, config.max_limits.memory);
-        assert_eq!(l.pids, 4);
-        assert_eq!(l.timeout, config.default_limits.timeout);
-    }
 
     #[test]
     fn strict_parsing() {

@@ -8,7 +8,8 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::Config;
 use crate::policy::PolicySet;
-use crate::registry::Registry;
+use crate::registry::{Registry, ResolveContext};
+use crate::secrets::Secrets;
 use crate::supervisor::{self, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,10 @@ pub enum DaemonError {
     StateDir(PathBuf, #[source] std::io::Error),
     #[error("failed to load the policies")]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("invalid proxy configuration")]
+    Proxy(#[from] crate::proxy::ProxyError),
+    #[error("failed to load the secrets")]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error("failed to discover plugins")]
     Registry(#[from] crate::registry::RegistryError),
     #[error("failed to prepare the cgroup subtree")]
@@ -45,7 +50,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     let policy = PolicySet::load(&config.policies_dir)?;
     let api_version = semver::Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("semver");
-    let registry = Registry::discover(&config.plugins_dir, &config.state_dir, &api_version)?;
+    let proxy = crate::proxy::EgressProxy::new(&config.proxy)?;
+    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let secrets = Secrets::load(config.secrets_file.as_deref(), credentials.as_deref())?;
+    let ctx = ResolveContext { api_version: &api_version, policy: &policy, secrets: &secrets };
+    let registry = Registry::discover(&config.plugins_dir, &config.state_dir, ctx)?;
     tracing::info!(
         kernel = %host.kernel,
         landlock_abi = ?host.landlock_abi,
@@ -72,7 +81,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let enabled = registry.plugins.values().filter(|e| e.state == crate::registry::PluginState::Enabled).count();
     tracing::info!(plugins = registry.plugins.len(), enabled, "plugins loaded");
 
-    let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, registry);
+    let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, secrets, registry, proxy);
     let router = crate::api::router(supervisor.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -46,12 +46,26 @@ pub struct RunnerSpec {
     pub rlimits: RlimitSpec,
     /// Paths the plugin may read (and execute). The plugin folder is always added by the runner.
     pub read_paths: Vec<PathBuf>,
+    /// Host paths the plugin may write.
+    pub write_paths: Vec<PathBuf>,
+    /// The plugin's workspace, mounted at `namespaces::WORKSPACE_MOUNT`.
+    pub workspace: Option<WorkspaceSpec>,
+    /// The egress proxy's port on the sandbox's loopback: the one TCP port it may connect to.
+    pub proxy_port: Option<u16>,
     /// Environment of the plugin: nothing but these variables.
     pub env: Vec<(String, String)>,
     /// Layers policy demands; the runner refuses to run plugin code without them.
     pub requirements: Requirements,
     /// Where this execution's resource limits come from (decided by the daemon).
     pub resources: ResourceBackend,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    pub path: PathBuf,
+    /// The workspace is at or over its size: this execution may only read it.
+    pub read_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

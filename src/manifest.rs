@@ -10,7 +10,8 @@ use semver::{Version, VersionReq};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::units::{ByteSize, Span};
+use crate::permissions::{HostPath, HostPattern, SecretName};
+use crate::units::{ByteSize, Rate, Span};
 
 pub const MANIFEST_FILE: &str = "plugin.toml";
 const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
@@ -76,26 +77,57 @@ pub struct DeclaredLimits {
     pub pids: Option<u64>,
     /// Bytes of response (stdout for exec plugins).
     pub output: Option<ByteSize>,
+    /// Executions allowed per period, e.g. "10/min"; over it, callers get 429.
+    pub rate: Option<Rate>,
+    /// How long a successful result may be served again for the same parameters.
+    pub cache_ttl: Option<Span>,
 }
 
-/// What a plugin asks to reach. Validated now; until policy grants exist, nothing is granted.
+impl DeclaredLimits {
+    /// Checks the values; on failure names the field (relative to `[limits]`) and the problem.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.memory.is_some_and(|m| m.0 < 1 << 20) {
+            return Err(("memory", "must be at least 1MiB".into()));
+        }
+        if self.cpu.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
+            return Err(("cpu", "must be a share of one CPU greater than 0, e.g. 0.5".into()));
+        }
+        if self.timeout.is_some_and(|t| t.0.is_zero()) {
+            return Err(("timeout", "must be greater than zero".into()));
+        }
+        if self.cpu_time.is_some_and(|t| t.0.as_secs() < 1) {
+            return Err(("cpu_time", "must be at least 1s (the kernel counts whole seconds)".into()));
+        }
+        if self.pids.is_some_and(|p| p == 0) {
+            return Err(("pids", "must be at least 1".into()));
+        }
+        if self.output.is_some_and(|o| o.0 == 0) {
+            return Err(("output", "must be greater than zero".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What a plugin asks to reach. It gets the part an admin's policy grants, minus what policy
+/// denies (see `policy`); a declaration no policy grants keeps the plugin from being enabled.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Permissions {
+    /// Hosts reachable through the daemon's egress proxy.
     #[serde(default)]
-    pub network: Vec<String>,
+    pub network: Vec<HostPattern>,
+    /// Host paths readable (absolute).
     #[serde(default)]
-    pub fs_read: Vec<String>,
+    pub fs_read: Vec<HostPath>,
+    /// Host paths writable (absolute). Most plugins want `workspace` instead.
     #[serde(default)]
-    pub fs_write: Vec<String>,
+    pub fs_write: Vec<HostPath>,
+    /// A private, persistent directory, read-write, at `/workspace` in the sandbox.
     #[serde(default)]
-    pub secrets: Vec<String>,
-}
-
-impl Permissions {
-    pub fn is_empty(&self) -> bool {
-        self.network.is_empty() && self.fs_read.is_empty() && self.fs_write.is_empty() && self.secrets.is_empty()
-    }
+    pub workspace: bool,
+    /// Secrets the plugin receives as environment variables.
+    #[serde(default)]
+    pub secrets: Vec<SecretName>,
 }
 
 pub fn valid_name(name: &str) -> bool {
@@ -103,29 +135,6 @@ pub fn valid_name(name: &str) -> bool {
     name.len() <= 64
         && chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-}
-
-fn valid_host_pattern(entry: &str) -> bool {
-    let (host, port) = match entry.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (entry, None),
-    };
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
-    let labels_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        });
-    port_ok && labels_ok
-}
-
-fn valid_secret_name(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// A relative path that stays inside its base: no `..`, no absolute part.
@@ -194,39 +203,8 @@ impl Manifest {
                 return Err(invalid(&format!("dependencies.{dep}"), "a plugin cannot depend on itself".into()));
             }
         }
-        let l = &self.limits;
-        if l.memory.is_some_and(|m| m.0 < 1 << 20) {
-            return Err(invalid("limits.memory", "must be at least 1MiB".into()));
-        }
-        if l.cpu.is_some_and(|c| !(c > 0.0 && c <= 1024.0)) {
-            return Err(invalid("limits.cpu", "must be a share of one CPU greater than 0, e.g. 0.5".into()));
-        }
-        if l.timeout.is_some_and(|t| t.0.is_zero()) {
-            return Err(invalid("limits.timeout", "must be greater than zero".into()));
-        }
-        if l.cpu_time.is_some_and(|t| t.0.as_secs() < 1) {
-            return Err(invalid("limits.cpu_time", "must be at least 1s (the kernel counts whole seconds)".into()));
-        }
-        if l.pids.is_some_and(|p| p == 0) {
-            return Err(invalid("limits.pids", "must be at least 1".into()));
-        }
-        if l.output.is_some_and(|o| o.0 == 0) {
-            return Err(invalid("limits.output", "must be greater than zero".into()));
-        }
-        let p = &self.permissions;
-        if let Some(bad) = p.network.iter().find(|h| !valid_host_pattern(h)) {
-            return Err(invalid("permissions.network", format!("{bad:?} is not host[:port] or *.domain[:port]")));
-        }
-        for (field, paths) in [("permissions.fs_read", &p.fs_read), ("permissions.fs_write", &p.fs_write)] {
-            if let Some(bad) = paths.iter().find(|s| !contained_relative(Path::new(s)) && !Path::new(s).is_absolute()) {
-                return Err(invalid(
-                    field,
-                    format!("{bad:?} must be absolute, or relative to the workspace without '..'"),
-                ));
-            }
-        }
-        if let Some(bad) = p.secrets.iter().find(|s| !valid_secret_name(s)) {
-            return Err(invalid("permissions.secrets", format!("{bad:?} must be an upper-case environment name")));
+        if let Err((field, message)) = self.limits.check() {
+            return Err(invalid(&format!("limits.{field}"), message));
         }
         if !self.parameters.is_object() {
             return Err(invalid("parameters", "must be a JSON Schema object".into()));
@@ -279,6 +257,7 @@ output = "64KiB"
 [permissions]
 network = ["api.example.com:443", "*.example.org"]
 secrets = ["API_KEY"]
+workspace = true
 
 [parameters]
 type = "object"
@@ -324,8 +303,6 @@ properties.expression = { type = "string" }
         assert_eq!(field_error(&GOOD.replace("\"calc\"", "\"Calc!\"")), "name");
         assert_eq!(field_error(&GOOD.replace("libcalc.so", "../evil.so")), "runtime.library");
         assert_eq!(field_error(&GOOD.replace("cpu = 0.5", "cpu = -1.0")), "limits.cpu");
-        assert_eq!(field_error(&GOOD.replace("\"*.example.org\"", "\"http://x\"")), "permissions.network");
-        assert_eq!(field_error(&GOOD.replace("\"API_KEY\"", "\"api key\"")), "permissions.secrets");
         assert_eq!(field_error(&GOOD.replace("type = \"object\"", "type = 12")), "parameters");
         assert_eq!(field_error(&GOOD.replace("base = ", "calc = ")), "dependencies.calc");
     }
@@ -336,5 +313,15 @@ properties.expression = { type = "string" }
         assert!(matches!(parse(&GOOD.replace("\"^1.0\"", "\"~~1\"")), Err(ManifestError::Parse { .. })));
         assert!(matches!(parse(&GOOD.replace("\"native\"", "\"wasm\"")), Err(ManifestError::Parse { .. })));
         assert!(matches!(parse("name = "), Err(ManifestError::Parse { line: 1, .. })));
+        for (from, to, line) in [
+            ("\"*.example.org\"", "\"http://x\"", 22),
+            ("\"API_KEY\"", "\"api key\"", 23),
+            ("pids = 8", "pids = 8\nrate = \"10/fortnight\"", 19),
+        ] {
+            match parse(&GOOD.replace(from, to)) {
+                Err(ManifestError::Parse { line: l, message, .. }) => assert_eq!(l, line, "{message}"),
+                other => panic!("{to}: {other:?}"),
+            }
+        }
     }
 }

@@ -13,6 +13,8 @@ use semver::Version;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{MANIFEST_FILE, Manifest, Runtime};
+use crate::policy::{Effective, PolicySet};
+use crate::secrets::Secrets;
 
 const ENABLED_STATE_FILE: &str = "enabled.json";
 const EVENTS_KEPT: usize = 32;
@@ -50,6 +52,16 @@ pub enum PluginState {
     Incompatible,
     /// A dependency is missing, incompatible, cyclic or itself not runnable.
     Unresolved,
+    /// It declares a permission no policy grants, or a granted secret has no value.
+    NotGranted,
+}
+
+/// What resolving plugin states depends on besides the plugins themselves.
+#[derive(Clone, Copy)]
+pub struct ResolveContext<'a> {
+    pub api_version: &'a Version,
+    pub policy: &'a PolicySet,
+    pub secrets: &'a Secrets,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +87,8 @@ pub struct PluginEntry {
     pub plugin: Option<Arc<LoadedPlugin>>,
     pub state: PluginState,
     pub reason: Option<String>,
+    /// What policy allows it; `None` unless every declared permission is granted.
+    pub effective: Option<Arc<Effective>>,
     pub events: VecDeque<LifecycleEvent>,
 }
 
@@ -128,7 +142,7 @@ fn load_plugin(dir: &Path) -> Result<LoadedPlugin, String> {
 impl Registry {
     /// Scans `plugins_dir` (one plugin per sub-folder holding a `plugin.toml`) and resolves
     /// every plugin. Only an unreadable directory or state file is an error.
-    pub fn discover(plugins_dir: &Path, state_dir: &Path, api_version: &Version) -> Result<Self, RegistryError> {
+    pub fn discover(plugins_dir: &Path, state_dir: &Path, ctx: ResolveContext) -> Result<Self, RegistryError> {
         let state_file = state_dir.join(ENABLED_STATE_FILE);
         let disabled = match std::fs::read(&state_file) {
             Ok(bytes) => {
@@ -159,6 +173,7 @@ impl Registry {
                 state: if plugin.is_some() { PluginState::Enabled } else { PluginState::Invalid },
                 plugin,
                 reason,
+                effective: None,
                 events: VecDeque::new(),
             };
             if let Some(existing) = plugins.get(&name) {
@@ -175,7 +190,10 @@ impl Registry {
             plugins.insert(name, entry);
         }
         let mut registry = Registry { plugins, disabled, state_file };
-        registry.resolve(api_version);
+        registry.resolve(ctx);
+        for (file, name) in ctx.policy.named_plugins().filter(|(_, n)| !registry.plugins.contains_key(*n)) {
+            tracing::warn!(policy = %file.display(), plugin = %name, "policy names a plugin that is not installed");
+        }
         for entry in registry.plugins.values_mut() {
             match (&entry.plugin, entry.state) {
                 (Some(p), _) => {
@@ -191,15 +209,40 @@ impl Registry {
         Ok(registry)
     }
 
-    /// Recomputes every state: API compatibility, then dependencies, then enabled/disabled.
-    fn resolve(&mut self, api_version: &Version) {
+    /// Recomputes every state: API compatibility, permissions, then dependencies, then
+    /// enabled/disabled.
+    pub fn resolve(&mut self, ctx: ResolveContext) {
+        let api_version = ctx.api_version;
         let mut problems: HashMap<String, (PluginState, String)> = HashMap::new();
-        for (name, entry) in &self.plugins {
-            if let Some(p) = &entry.plugin
-                && !p.manifest.api.matches(api_version)
-            {
+        for (name, entry) in self.plugins.iter_mut() {
+            entry.effective = None;
+            let Some(p) = &entry.plugin else { continue };
+            if !p.manifest.api.matches(api_version) {
                 let reason = format!("requires plugin API {}, this daemon provides {api_version}", p.manifest.api);
                 problems.insert(name.clone(), (PluginState::Incompatible, reason));
+                continue;
+            }
+            match ctx.policy.effective(&p.manifest) {
+                Err(missing) => {
+                    problems.insert(name.clone(), (PluginState::NotGranted, missing.join("; ")));
+                }
+                Ok(effective) => {
+                    let unset: Vec<&str> = effective
+                        .secrets
+                        .iter()
+                        .map(|s| s.value.0.as_str())
+                        .filter(|s| ctx.secrets.get(s).is_none())
+                        .collect();
+                    if unset.is_empty() {
+                        entry.effective = Some(Arc::new(effective));
+                    } else {
+                        let reason = format!(
+                            "granted secret {} has no value (set it in the secrets file or as a systemd credential)",
+                            unset.join(", ")
+                        );
+                        problems.insert(name.clone(), (PluginState::NotGranted, reason));
+                    }
+                }
             }
         }
         let names: Vec<String> = self.plugins.keys().cloned().collect();
@@ -274,7 +317,7 @@ impl Registry {
         &mut self,
         name: &str,
         enabled: bool,
-        api_version: &Version,
+        ctx: ResolveContext,
     ) -> Result<PluginState, RegistryError> {
         if !self.plugins.contains_key(name) {
             return Err(RegistryError::NotFound(name.to_string()));
@@ -285,7 +328,7 @@ impl Registry {
             self.disabled.insert(name.to_string(), true);
         }
         self.persist()?;
-        self.resolve(api_version);
+        self.resolve(ctx);
         Ok(self.plugins[name].state)
     }
 
@@ -310,6 +353,7 @@ impl PluginEntry {
             PluginState::Invalid => "invalid",
             PluginState::Incompatible => "incompatible",
             PluginState::Unresolved => "unresolved",
+            PluginState::NotGranted => "not_granted",
         }
     }
 }
@@ -332,8 +376,14 @@ mod tests {
         .unwrap();
     }
 
+    static API: Version = Version::new(1, 0, 0);
+
+    fn ctx<'a>(policy: &'a PolicySet, secrets: &'a Secrets) -> ResolveContext<'a> {
+        ResolveContext { api_version: &API, policy, secrets }
+    }
+
     fn discover(root: &Path, state: &Path) -> Registry {
-        Registry::discover(root, state, &Version::new(1, 0, 0)).unwrap()
+        Registry::discover(root, state, ctx(&PolicySet::default(), &Secrets::default())).unwrap()
     }
 
     fn state(r: &Registry, name: &str) -> (PluginState, String) {
@@ -387,9 +437,9 @@ mod tests {
         let state_dir = tempfile::tempdir().unwrap();
         write_plugin(root.path(), "one", "1.0.0", "^1", &[]);
         let mut r = discover(root.path(), state_dir.path());
-        let v = Version::new(1, 0, 0);
-        assert_eq!(r.set_enabled("one", false, &v).unwrap(), PluginState::Disabled);
-        assert!(matches!(r.set_enabled("nope", false, &v), Err(RegistryError::NotFound(_))));
+        let (policy, secrets) = (PolicySet::default(), Secrets::default());
+        assert_eq!(r.set_enabled("one", false, ctx(&policy, &secrets)).unwrap(), PluginState::Disabled);
+        assert!(matches!(r.set_enabled("nope", false, ctx(&policy, &secrets)), Err(RegistryError::NotFound(_))));
         let r = discover(root.path(), state_dir.path());
         assert_eq!(state(&r, "one").0, PluginState::Disabled);
         assert!(r.plugins["one"].plugin.is_some(), "a disabled plugin stays loaded");

@@ -76,6 +76,8 @@ pub fn main() -> ! {
     match &spec.runtime {
         RuntimeSpec::Native { .. } => {
             let library = entry.expect("confine opens the native library");
+            // The same environment an exec plugin gets: proxy, workspace, secrets.
+            sandbox::sys::set_environment(&spec.env);
             match crate::plugin_host::invoke(&library, spec.request.as_bytes()) {
                 Ok(body) => {
                     let body = String::from_utf8_lossy(&body).into_owned();

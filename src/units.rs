@@ -14,6 +14,38 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Span(pub Duration);
 
+/// A rate limit, written as "10/min": at most `count` executions per `per`, as a token bucket
+/// that holds `count` tokens and refills continuously.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Executions per second, for comparing rates with different periods.
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.count) / self.per.as_secs_f64()
+    }
+}
+
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let expected = || format!("invalid rate {s:?}: expected a count per period such as \"10/min\"");
+    let (count, period) = s.trim().split_once('/').ok_or_else(expected)?;
+    let count: u32 = count.trim().parse().map_err(|_| expected())?;
+    let per = match period.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        _ => return Err(format!("invalid rate period in {s:?}: expected s, min, hour or day")),
+    };
+    if count == 0 {
+        return Err(format!("invalid rate {s:?}: the count must be at least 1"));
+    }
+    Ok(Rate { count, per })
+}
+
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -69,6 +101,30 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
         if ms % 1000 == 0 { write!(f, "{}s", ms / 1000) } else { write!(f, "{ms}ms") }
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let period = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            3600 => "hour",
+            _ => "day",
+        };
+        write!(f, "{}/{period}", self.count)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_rate(&String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -131,5 +187,14 @@ mod tests {
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("soon").is_err());
         assert_eq!(Span(Duration::from_millis(2500)).to_string(), "2500ms");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("10/min"), Ok(Rate { count: 10, per: Duration::from_secs(60) }));
+        assert_eq!(parse_rate("2 / s").unwrap().to_string(), "2/s");
+        assert!(parse_rate("0/min").unwrap_err().contains("at least 1"));
+        assert!(parse_rate("10/fortnight").unwrap_err().contains("period"));
+        assert!(parse_rate("ten").unwrap_err().contains("10/min"));
     }
 }

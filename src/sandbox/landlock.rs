@@ -1,6 +1,7 @@
 //! The runner's Landlock ruleset: read-only system libraries, the plugin's own folder, a few
-//! device files, and nothing else. TCP bind/connect and signals/abstract sockets outside the
-//! sandbox are denied too, where the kernel's ABI supports it.
+//! device files, and what policy grants the plugin (read paths, write paths, its workspace);
+//! nothing else. TCP bind and connect are denied but for connecting to the egress proxy's port,
+//! and signals/abstract sockets outside the sandbox are denied, where the kernel's ABI allows.
 //!
 //! Compatibility is best effort (the rust-landlock way): we ask for everything up to the ABI we
 //! have tested, and report what the kernel actually enforced rather than assume it.
@@ -10,8 +11,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    ABI, Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, LandlockStatus, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::layers::{LandlockEnforcement, LandlockReport};
@@ -44,27 +45,44 @@ pub enum LandlockError {
 /// Paths and descriptors the ruleset grants, all opened before privileges are dropped.
 pub struct Grants {
     rules: Vec<(OwnedFd, BitFlags<AccessFs>)>,
+    /// The one TCP port the plugin may connect to: the egress proxy on its loopback.
+    proxy_port: Option<u16>,
+}
+
+/// What a plugin is granted beyond the system paths.
+pub struct PluginGrants<'a> {
+    pub read: &'a [PathBuf],
+    pub write: &'a [PathBuf],
+    /// The workspace mount point, when the plugin has one.
+    pub workspace: Option<&'a Path>,
+    pub proxy_port: Option<u16>,
 }
 
 impl Grants {
     /// Opens every path now, while the runner can still traverse directories such as `/root`.
     /// Paths that do not exist on this host are skipped.
-    pub fn open(plugin_dir: &OwnedFd, extra_read: &[PathBuf]) -> Result<Self, LandlockError> {
+    pub fn open(plugin_dir: &OwnedFd, plugin: PluginGrants) -> Result<Self, LandlockError> {
         let read = AccessFs::from_read(TARGET_ABI);
+        // Everything but executing: write paths and the workspace hold data, not programs.
+        let read_write = AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute;
         let mut rules = vec![(plugin_dir.try_clone().map_err(LandlockError::PluginDir)?, read)];
         let system = SYSTEM_READ_PATHS.iter().chain(DEVICE_READ_PATHS).map(PathBuf::from);
-        for path in system.chain(extra_read.iter().cloned()) {
+        let workspace = plugin.workspace.map(Path::to_path_buf);
+        let granted = plugin.write.iter().chain(workspace.as_ref());
+        let paths = system
+            .chain(plugin.read.iter().cloned())
+            .map(|p| (p, read))
+            .chain(granted.map(|p| (p.clone(), read_write)))
+            .chain(
+                DEVICE_READ_WRITE_PATHS.iter().map(|p| (PathBuf::from(p), AccessFs::ReadFile | AccessFs::WriteFile)),
+            );
+        for (path, access) in paths {
             if let Some(fd) = open_if_present(&path)? {
-                let access = if is_directory(&fd) { read } else { read & AccessFs::from_file(TARGET_ABI) };
+                let access = if is_directory(&fd) { access } else { access & AccessFs::from_file(TARGET_ABI) };
                 rules.push((fd, access));
             }
         }
-        for path in DEVICE_READ_WRITE_PATHS {
-            if let Some(fd) = open_if_present(Path::new(path))? {
-                rules.push((fd, AccessFs::ReadFile | AccessFs::WriteFile));
-            }
-        }
-        Ok(Self { rules })
+        Ok(Self { rules, proxy_port: plugin.proxy_port })
     }
 }
 
@@ -96,6 +114,9 @@ pub fn restrict(grants: Grants) -> Result<LandlockReport, LandlockError> {
         .create()?;
     for (fd, access) in grants.rules {
         ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
+    }
+    if let Some(port) = grants.proxy_port {
+        ruleset = ruleset.add_rule(NetPort::new(port, AccessNet::ConnectTcp))?;
     }
     let status = ruleset.restrict_self()?;
     let abi = match status.landlock {

@@ -122,11 +122,25 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     // 5. The plugin folder, read-only at a fixed path inside the sandbox, then open what the
     //    plugin needs while we are still root. Compile the seccomp filter now too: it
     //    allocates, and nothing after the drop should be able to fail for lack of memory.
+    //    The workspace, if any, beside it; files the plugin creates stay group-writable so the
+    //    next execution (under another slot's uid, the same group) can use them.
     namespaces::mount_plugin_dir(&spec.plugin_dir)?;
+    if let Some(workspace) = &spec.workspace {
+        namespaces::mount_workspace(&workspace.path, workspace.read_only)?;
+        nix::sys::stat::umask(Mode::from_bits_truncate(0o007));
+    }
     let plugin_dir =
         open_path(Path::new(namespaces::PLUGIN_MOUNT), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
     let entry = open_entry(&plugin_dir, &spec.runtime)?;
-    let grants = landlock::Grants::open(&plugin_dir, &spec.read_paths)?;
+    let grants = landlock::Grants::open(
+        &plugin_dir,
+        landlock::PluginGrants {
+            read: &spec.read_paths,
+            write: &spec.write_paths,
+            workspace: spec.workspace.as_ref().map(|_| Path::new(namespaces::WORKSPACE_MOUNT)),
+            proxy_port: spec.proxy_port,
+        },
+    )?;
     let seccomp_filter = seccomp::compile()?;
     nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
 
@@ -140,8 +154,9 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
         return Err(SandboxError::OuterGone);
     }
 
-    // 8. Landlock: read-only system libraries and the plugin folder; no TCP; signals and
-    //    abstract sockets scoped to the sandbox. This also sets no_new_privs.
+    // 8. Landlock: read-only system libraries and the plugin folder, plus what policy grants
+    //    (read and write paths, the workspace); no TCP but a connect to the egress proxy;
+    //    signals and abstract sockets scoped to the sandbox. This also sets no_new_privs.
     let landlock = landlock::restrict(grants)?;
 
     // 9. no_new_privs, explicitly: it must hold even where Landlock is absent, and seccomp

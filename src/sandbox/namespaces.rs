@@ -42,12 +42,17 @@ pub enum NamespaceError {
     Hostname(#[source] nix::Error),
     #[error("failed to expose the plugin folder at {PLUGIN_MOUNT}")]
     PluginMount(#[source] nix::Error),
+    #[error("failed to mount the workspace at {WORKSPACE_MOUNT}")]
+    WorkspaceMount(#[source] nix::Error),
 }
 
 /// Where the plugin folder appears inside the sandbox, read-only. Its parents are world
 /// traversable, so interpreters that make paths absolute (python3 main.py) still reach it
 /// after the uid drop, wherever the folder lies on the host (even under a 0700 home).
 pub const PLUGIN_MOUNT: &str = "/run/ironclaw/plugin";
+
+/// Where the plugin's workspace appears inside the sandbox, read-write (unless full), noexec.
+pub const WORKSPACE_MOUNT: &str = "/run/ironclaw/workspace";
 
 pub const HOSTNAME: &str = "ironclaw-sandbox";
 
@@ -222,4 +227,19 @@ pub fn mount_plugin_dir(plugin_dir: &std::path::Path) -> Result<(), NamespaceErr
     let read_only = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | hardened;
     mount(None::<&str>, PLUGIN_MOUNT, None::<&str>, read_only, None::<&str>).map_err(NamespaceError::PluginMount)?;
     Ok(())
+}
+
+/// Binds the plugin's workspace at [`WORKSPACE_MOUNT`]: no set-uid, no devices, nothing
+/// executable, and read-only when it is full.
+pub fn mount_workspace(workspace: &std::path::Path, read_only: bool) -> Result<(), NamespaceError> {
+    nix::unistd::mkdir(WORKSPACE_MOUNT, nix::sys::stat::Mode::from_bits_truncate(0o755))
+        .map_err(NamespaceError::WorkspaceMount)?;
+    mount(Some(workspace), WORKSPACE_MOUNT, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(NamespaceError::WorkspaceMount)?;
+    let mut flags =
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    mount(None::<&str>, WORKSPACE_MOUNT, None::<&str>, flags, None::<&str>).map_err(NamespaceError::WorkspaceMount)
 }

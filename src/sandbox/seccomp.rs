@@ -35,10 +35,11 @@ const ALL_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP) as u32;
 const TERMINAL_INJECTION_IOCTLS: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
-/// Socket families a plugin may create: unix (socketpair, local IPC), IP (later: the egress
-/// proxy on the namespace's loopback) and netlink (interface listing; only `lo` exists).
-const ALLOWED_SOCKET_FAMILIES: [u32; 4] =
-    [libc::AF_UNIX as u32, libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
+/// Socket families a plugin may create with `socket`: IP (the egress proxy on the namespace's
+/// loopback) and netlink (interface listing; only `lo` exists). Not AF_UNIX: a unix socket can
+/// reach any socket file on the host whose permissions allow it (Landlock does not govern
+/// connect), so a plugin only gets connected pairs, from `socketpair`.
+const ALLOWED_SOCKET_FAMILIES: [u32; 3] = [libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
 
 const EPERM: Action = Action::Errno(libc::EPERM as u16);
 const ENOSYS: Action = Action::Errno(libc::ENOSYS as u16);
@@ -413,7 +414,7 @@ fn argument_rules() -> Vec<(&'static str, libc::c_long, Verdict)> {
             Verdict::ArgAnyBit { arg: 0, mask: ALL_NAMESPACE_FLAGS, matched: EPERM, otherwise: Action::Allow },
         ),
         (
-            "only the families in ALLOWED_SOCKET_FAMILIES (no raw or packet sockets)",
+            "only the families in ALLOWED_SOCKET_FAMILIES (no unix, raw or packet sockets)",
             libc::SYS_socket,
             Verdict::ArgIn {
                 arg: 0,
@@ -510,6 +511,9 @@ mod tests {
         assert_eq!(verdict(&program, libc::SYS_socket, [libc::AF_INET as u64, 0, 0, 0, 0, 0]), ALLOW);
         let packet = verdict(&program, libc::SYS_socket, [libc::AF_PACKET as u64, 0, 0, 0, 0, 0]);
         assert_eq!(packet, 0x0005_0000 | libc::EAFNOSUPPORT as u32);
+        let unix = verdict(&program, libc::SYS_socket, [libc::AF_UNIX as u64, 0, 0, 0, 0, 0]);
+        assert_eq!(unix, 0x0005_0000 | libc::EAFNOSUPPORT as u32);
+        assert_eq!(verdict(&program, libc::SYS_socketpair, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]), ALLOW);
     }
 
     #[test]

@@ -262,3 +262,14 @@ pub fn take_ipc_socket(ipc_fd: RawFd) -> io::Result<std::os::unix::net::UnixStre
     redirect_fd(null.as_raw_fd(), 0)?;
     Ok(std::os::unix::net::UnixStream::from(socket))
 }
+
+/// Replaces the runner's environment (empty, as the daemon starts it) with `vars`, for native
+/// plugins, which read it with `std::env::var` like exec plugins do.
+pub fn set_environment(vars: &[(String, String)]) {
+    assert_single_threaded();
+    for (key, value) in vars {
+        // SAFETY: the runner is single-threaded (asserted above), so no other thread can read
+        // the environment while it changes.
+        unsafe { std::env::set_var(key, value) };
+    }
+}

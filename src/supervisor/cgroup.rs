@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::Limits;
 use crate::layers::CgroupSupport;
+use crate::policy::Limits;
 
 const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 const SUPERVISOR_LEAF: &str = "supervisor";
@@ -242,6 +242,8 @@ mod tests {
             timeout: Span(std::time::Duration::from_secs(5)),
             pids: 16,
             output: ByteSize(1024),
+            rate: None,
+            cache_ttl: None,
         };
         let cg = root.create("abc", &limits).unwrap();
         let dir = service.join("exec-abc");

@@ -16,10 +16,12 @@ use tokio::sync::{mpsc, watch};
 use super::cgroup::{CgroupRoot, ExecCgroup};
 use super::monitor;
 use super::pool::{Runner, RunnerPool};
-use crate::config::Limits;
-use crate::ipc::{self, RlimitSpec, RunnerMessage, RunnerSpec, RuntimeSpec};
+use super::workspace::{self, Workspace};
+use crate::ipc::{self, RlimitSpec, RunnerMessage, RunnerSpec, RuntimeSpec, WorkspaceSpec};
 use crate::layers::{AppliedLayers, LayerReport, Requirements, ResourceBackend};
 use crate::manifest::Runtime;
+use crate::policy::{Effective, Limits};
+use crate::proxy::{EgressProxy, PROXY_PORT, PROXY_URL, Scope};
 use crate::registry::LoadedPlugin;
 use crate::runner::EXIT_SETUP_FAILED;
 use crate::sandbox::sys;
@@ -103,6 +105,9 @@ pub struct ExecutionResult {
     pub log: String,
     /// Milliseconds since the Unix epoch.
     pub started_at: u64,
+    /// Served from the result cache: this is the result of execution `id`, run earlier.
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// Everything one execution needs, decided by the supervisor.
@@ -113,7 +118,14 @@ pub struct ExecutionPlan {
     pub parameters: Value,
     pub config: Value,
     pub limits: Limits,
+    pub effective: Arc<Effective>,
+    /// Names and values of the secrets this plugin is granted.
+    pub secrets: Vec<(String, String)>,
+    /// The directory holding every plugin's workspace.
+    pub workspaces: PathBuf,
+    pub proxy: Arc<EgressProxy>,
     pub uid: u32,
+    pub uid_base: u32,
     pub requirements: Requirements,
     pub cgroups: Option<CgroupRoot>,
     pub kill_grace: Duration,
@@ -142,10 +154,34 @@ impl ExecutionPlan {
             layers: LayerReport { resources: self.resources(), sandbox: None },
             log: String::new(),
             started_at: unix_ms(),
+            cached: false,
         }
     }
 
-    fn runner_spec(&self) -> RunnerSpec {
+    /// What the egress proxy lets this execution reach.
+    fn proxy_scope(&self) -> Scope {
+        let eff = &self.effective;
+        Scope {
+            plugin: self.plugin.manifest.name.clone(),
+            execution_id: self.id.clone(),
+            allow: eff.network.iter().map(|g| g.value.clone()).collect(),
+            deny: eff.network_deny.iter().map(|g| g.value.clone()).collect(),
+            private_addresses: eff.private_addresses.iter().map(|g| g.value).collect(),
+        }
+    }
+
+    /// Creates and measures the workspace, when the plugin is granted one.
+    async fn workspace(&self) -> Result<Option<Workspace>, String> {
+        let Some(size) = self.effective.workspace.as_ref().map(|g| g.value.0) else { return Ok(None) };
+        let (root, name, uid_base) = (self.workspaces.clone(), self.plugin.manifest.name.clone(), self.uid_base);
+        tokio::task::spawn_blocking(move || workspace::prepare(&root, &name, uid_base, size))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(Some)
+            .map_err(|e| format!("failed to prepare the workspace: {e}"))
+    }
+
+    fn runner_spec(&self, workspace: Option<&Workspace>) -> RunnerSpec {
         let request = Request {
             protocol: PROTOCOL_VERSION,
             operation: Operation::Execute,
@@ -163,20 +199,48 @@ impl ExecutionPlan {
             },
             request: serde_json::to_string(&request).unwrap_or_default(),
             uid: self.uid,
-            gid: self.uid,
+            gid: workspace.map_or(self.uid, |w| w.gid),
             rlimits: RlimitSpec {
                 address_space: fallback.then(|| self.limits.memory.0.saturating_add(ADDRESS_SPACE_HEADROOM)),
                 cpu_seconds: Some(self.limits.cpu_time.0.as_secs().max(1)),
                 // The sandbox's init (pid 1) is ours: it does not count against the plugin.
                 processes: Some(self.limits.pids + 1),
                 open_files: 256,
-                file_size: self.limits.output.0,
+                // No file may outgrow the workspace (the only writable place for most plugins).
+                file_size: workspace
+                    .and(self.effective.workspace.as_ref())
+                    .map_or(self.limits.output.0, |g| g.value.0.max(self.limits.output.0)),
             },
-            read_paths: self.extra_read_paths.clone(),
-            env: PLUGIN_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            read_paths: self
+                .extra_read_paths
+                .iter()
+                .cloned()
+                .chain(self.effective.fs_read.iter().map(|g| g.value.0.clone()))
+                .collect(),
+            write_paths: self.effective.fs_write.iter().map(|g| g.value.0.clone()).collect(),
+            workspace: workspace.map(|w| WorkspaceSpec { path: w.path.clone(), read_only: w.read_only }),
+            proxy_port: (!self.effective.network.is_empty()).then_some(PROXY_PORT),
+            env: self.plugin_env(workspace.is_some()),
             requirements: self.requirements.clone(),
             resources: self.resources(),
         }
+    }
+}
+
+impl ExecutionPlan {
+    /// The plugin's whole environment: fixed basics, the proxy, the workspace, its secrets.
+    fn plugin_env(&self, workspace: bool) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = PLUGIN_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        if !self.effective.network.is_empty() {
+            for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+                env.push((var.into(), PROXY_URL.into()));
+            }
+        }
+        if workspace {
+            env.push(("IRONCLAW_WORKSPACE".into(), crate::sandbox::namespaces::WORKSPACE_MOUNT.into()));
+        }
+        env.extend(self.secrets.iter().cloned());
+        env
     }
 }
 
@@ -282,6 +346,8 @@ struct Execution {
     stdout: tokio::task::JoinHandle<(Vec<u8>, bool)>,
     stderr: tokio::task::JoinHandle<(Vec<u8>, bool)>,
     overflow: mpsc::Receiver<()>,
+    /// Serves the sandbox's proxy listener; aborted when the sandbox is gone.
+    proxy: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Execution {
@@ -316,6 +382,7 @@ impl Execution {
             stdout,
             stderr,
             overflow,
+            proxy: None,
         };
         match inner {
             Ok((pid, pidfd)) => {
@@ -330,9 +397,10 @@ impl Execution {
         Ok(execution)
     }
 
-    /// Moves the runner into the execution's cgroup, then sends it the spec.
+    /// Moves the runner into the execution's cgroup, opens the egress proxy in its network
+    /// namespace, prepares the workspace, then sends it the spec.
     async fn hand_over(
-        &self,
+        &mut self,
         plan: &ExecutionPlan,
         inner_pid: i32,
         mut ipc: tokio::net::UnixStream,
@@ -342,8 +410,15 @@ impl Execution {
                 cg.add(pid).map_err(|e| crate::runner::error_chain(&e))?;
             }
         }
+        if !plan.effective.network.is_empty()
+            && let Some((_, pidfd)) = &self.inner
+        {
+            let listener = EgressProxy::listen_in(pidfd.as_fd()).map_err(|e| crate::runner::error_chain(&e))?;
+            self.proxy = Some(plan.proxy.serve(listener, plan.proxy_scope()));
+        }
+        let workspace = plan.workspace().await?;
         let mut frame = Vec::new();
-        ipc::write_frame(&mut frame, &plan.runner_spec()).map_err(|e| e.to_string())?;
+        ipc::write_frame(&mut frame, &plan.runner_spec(workspace.as_ref())).map_err(|e| e.to_string())?;
         ipc.write_all(&frame).await.map_err(|e| format!("send the spec: {e}"))?;
         Ok(ipc)
     }
@@ -461,6 +536,9 @@ impl Execution {
         };
 
         // Every process of the sandbox is gone with its pid 1; the pipes are at their end.
+        if let Some(proxy) = self.proxy.take() {
+            proxy.abort();
+        }
         let grace = Duration::from_secs(2);
         let (stdout, stdout_overflow) = join_or_default(self.stdout, grace).await;
         let (stderr, _) = join_or_default(self.stderr, grace).await;
@@ -517,7 +595,25 @@ impl Execution {
             };
             apply_response(&mut result, &body, reaped.exit_code);
         }
+        redact_secrets(&mut result, &plan.secrets);
         result
+    }
+}
+
+/// A plugin may echo what it was given: no secret value leaves in a result.
+fn redact_secrets(result: &mut ExecutionResult, secrets: &[(String, String)]) {
+    use crate::secrets::redact;
+    if secrets.is_empty() {
+        return;
+    }
+    result.log = redact(&result.log, secrets);
+    result.error = result.error.as_deref().map(|e| redact(e, secrets));
+    if let Some(data) = &result.data {
+        let text = data.to_string();
+        let clean = redact(&text, secrets);
+        if clean != text {
+            result.data = serde_json::from_str(&clean).ok().or(Some(Value::String(clean)));
+        }
     }
 }
 
@@ -703,6 +799,7 @@ mod tests {
             layers: LayerReport { resources: ResourceBackend::Fallback, sandbox: None },
             log: String::new(),
             started_at: 0,
+            cached: false,
         };
         let mut r = plan_result();
         apply_response(&mut r, br#"{"status":"success","data":{"result":5}}"#, Some(0));

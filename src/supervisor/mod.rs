@@ -2,10 +2,12 @@
 //! its methods; nothing else touches the registry, the execution table or the statistics.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cgroup;
 pub mod execution;
 pub mod monitor;
 pub mod pool;
+pub mod workspace;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,10 +22,13 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::layers::{HostSupport, probe_missing_capabilities, probe_namespaces, probe_seccomp};
 use crate::policy::PolicySet;
-use crate::registry::{LifecycleEventKind, PluginState, Registry, RegistryError};
+use crate::registry::{LifecycleEventKind, PluginState, Registry, RegistryError, ResolveContext};
+use crate::secrets::Secrets;
 use execution::{ExecutionPlan, ExecutionResult, ExecutionStatus};
 
 const LATENCIES_KEPT: usize = 1024;
+/// Under the state directory: one workspace per plugin that is granted one.
+pub const WORKSPACES_DIR: &str = "workspaces";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -35,6 +40,8 @@ pub enum SupervisorError {
     InvalidParameters { path: String, message: String },
     #[error("too many executions in flight; retry later")]
     Overloaded,
+    #[error("plugin '{name}' is over its rate limit of {rate}; retry in {}s", retry_after.as_secs_f64().ceil())]
+    RateLimited { name: String, rate: crate::units::Rate, retry_after: Duration },
     #[error("the daemon is shutting down")]
     ShuttingDown,
     #[error("no execution with id '{0}'")]
@@ -67,6 +74,8 @@ pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
 #[derive(Debug, Default)]
 struct PluginStats {
     by_status: BTreeMap<&'static str, u64>,
+    cache_hits: u64,
+    rate_limited: u64,
     latencies_ms: VecDeque<u64>,
     peak_memory_bytes: u64,
 }
@@ -85,6 +94,8 @@ impl PluginStats {
         for (k, v) in &other.by_status {
             *self.by_status.entry(k).or_default() += v;
         }
+        self.cache_hits += other.cache_hits;
+        self.rate_limited += other.rate_limited;
         self.latencies_ms.extend(other.latencies_ms.iter());
         self.peak_memory_bytes = self.peak_memory_bytes.max(other.peak_memory_bytes);
     }
@@ -98,6 +109,8 @@ impl PluginStats {
         json!({
             "total": self.by_status.values().sum::<u64>(),
             "by_status": self.by_status,
+            "cache_hits": self.cache_hits,
+            "rate_limited": self.rate_limited,
             "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "samples": sorted.len()},
             "peak_memory_bytes": self.peak_memory_bytes,
         })
@@ -135,6 +148,8 @@ pub struct Supervisor {
     api_version: Version,
     host: HostSupport,
     policy: PolicySet,
+    secrets: Secrets,
+    proxy: Arc<crate::proxy::EgressProxy>,
     cgroups: Option<cgroup::CgroupRoot>,
     runners: Arc<pool::RunnerPool>,
     registry: RwLock<Registry>,
@@ -143,6 +158,8 @@ pub struct Supervisor {
     waiting: AtomicUsize,
     executions: Mutex<Executions>,
     stats: Mutex<BTreeMap<String, PluginStats>>,
+    rate_limiter: Mutex<admission::RateLimiter>,
+    cache: Mutex<admission::ResultCache>,
     accepting: AtomicBool,
     idle: tokio::sync::Notify,
 }
@@ -157,7 +174,9 @@ impl Supervisor {
         host: HostSupport,
         cgroups: Option<cgroup::CgroupRoot>,
         policy: PolicySet,
+        secrets: Secrets,
         registry: Registry,
+        proxy: Arc<crate::proxy::EgressProxy>,
     ) -> Arc<Self> {
         let n = config.executions.max_concurrent;
         let uids = (0..n as u32).rev().map(|i| config.runner.uid_base + i).collect();
@@ -165,6 +184,8 @@ impl Supervisor {
             api_version: Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("the SDK's API version is semver"),
             host,
             policy,
+            secrets,
+            proxy,
             cgroups,
             // More waiting runners than can ever run at once would only cost memory.
             runners: pool::RunnerPool::start(config.runner.prestarted.min(n)),
@@ -174,6 +195,8 @@ impl Supervisor {
             waiting: AtomicUsize::new(0),
             executions: Mutex::new(Executions::default()),
             stats: Mutex::new(BTreeMap::new()),
+            rate_limiter: Mutex::new(admission::RateLimiter::default()),
+            cache: Mutex::new(admission::ResultCache::default()),
             accepting: AtomicBool::new(true),
             idle: tokio::sync::Notify::new(),
             config,
@@ -190,6 +213,10 @@ impl Supervisor {
 
     fn registry_mut(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn resolve_context(&self) -> ResolveContext<'_> {
+        ResolveContext { api_version: &self.api_version, policy: &self.policy, secrets: &self.secrets }
     }
 
     pub fn system(&self) -> Value {
@@ -238,6 +265,7 @@ impl Supervisor {
                 "max_queued": self.config.executions.max_queued,
                 "prestarted_runners": self.runners.idle_count(),
                 "prestarted_target": self.runners.target(),
+                "cached_results": lock(&self.cache).entries(),
             },
         })
     }
@@ -274,17 +302,28 @@ impl Supervisor {
             "state": e.state,
             "reason": e.reason,
             "manifest": m,
-            "effective_limits": m.map(|m| self.config.effective_limits(&m.limits)),
             "declared_permissions": m.map(|m| &m.permissions),
-            // Deny by default: grants come from policy files (not yet supported).
-            "effective_permissions": {"network": [], "fs_read": [], "fs_write": [], "secrets": []},
+            // Only for a plugin whose every declaration is granted; each entry names its rule.
+            "effective_permissions": e.effective.as_ref().map(|eff| json!({
+                "network": eff.network,
+                "network_deny": eff.network_deny,
+                "private_addresses": eff.private_addresses,
+                "fs_read": eff.fs_read,
+                "fs_write": eff.fs_write,
+                "workspace": eff.workspace,
+                "secrets": eff.secrets,
+                "denied": eff.denied,
+            })),
+            "effective_limits": e.effective.as_ref().map(|eff| &eff.limits),
+            "limit_sources": e.effective.as_ref().map(|eff| &eff.limit_sources),
+            "config": e.effective.as_ref().map(|eff| &eff.config),
             "events": e.events,
         }))
     }
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Value, SupervisorError> {
         let mut reg = self.registry_mut();
-        let state = reg.set_enabled(name, enabled, &self.api_version)?;
+        let state = reg.set_enabled(name, enabled, self.resolve_context())?;
         tracing::info!(plugin = %name, enabled, ?state, "admin changed the enabled state");
         let reason = reg.plugins.get(name).and_then(|e| e.reason.clone());
         Ok(json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}))
@@ -300,11 +339,11 @@ impl Supervisor {
         if !self.accepting.load(Ordering::SeqCst) {
             return Err(SupervisorError::ShuttingDown);
         }
-        let plugin = {
+        let (plugin, effective) = {
             let reg = self.registry();
             let e = reg.plugins.get(name).ok_or_else(|| SupervisorError::NotFound(name.into()))?;
-            match (&e.plugin, e.state) {
-                (Some(p), PluginState::Enabled) => p.clone(),
+            match (&e.plugin, &e.effective, e.state) {
+                (Some(p), Some(eff), PluginState::Enabled) => (p.clone(), eff.clone()),
                 _ => {
                     return Err(SupervisorError::NotRunnable {
                         name: name.into(),
@@ -321,14 +360,43 @@ impl Supervisor {
                 message: err.to_string(),
             });
         }
+        // A cached result costs no runner and no rate-limit token.
+        let cache_key = effective.limits.cache_ttl.map(|_| {
+            let m = &plugin.manifest;
+            admission::cache_key(&m.name, &m.version.to_string(), &parameters, &effective.config)
+        });
+        if let Some(key) = &cache_key
+            && let Some(mut hit) = lock(&self.cache).get(key, std::time::Instant::now())
+        {
+            hit.cached = true;
+            lock(&self.stats).entry(name.to_string()).or_default().cache_hits += 1;
+            tracing::debug!(plugin = %name, id = %hit.id, "served from the result cache");
+            return Ok(Started::Finished(Box::new(hit)));
+        }
+        if let Some(rate) = effective.limits.rate
+            && let Err(retry_after) = lock(&self.rate_limiter).acquire(name, rate, std::time::Instant::now())
+        {
+            lock(&self.stats).entry(name.to_string()).or_default().rate_limited += 1;
+            return Err(SupervisorError::RateLimited { name: name.into(), rate, retry_after });
+        }
+        let secrets = effective
+            .secrets
+            .iter()
+            .filter_map(|s| Some((s.value.0.clone(), self.secrets.get(&s.value.0)?.value.clone())))
+            .collect();
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut plan = ExecutionPlan {
             id: id.clone(),
-            limits: self.config.effective_limits(&plugin.manifest.limits),
+            limits: effective.limits,
             plugin,
             parameters,
-            config: json!({}),
+            config: effective.config.clone(),
+            effective,
+            secrets,
+            workspaces: self.config.state_dir.join(WORKSPACES_DIR),
+            proxy: self.proxy.clone(),
             uid: 0,
+            uid_base: self.config.runner.uid_base,
             requirements: self.policy.requirements.clone(),
             cgroups: self.cgroups.clone(),
             kill_grace: self.config.executions.kill_grace.0,
@@ -371,9 +439,14 @@ impl Supervisor {
             async move {
                 tracing::debug!("starting");
                 let uid = plan.uid;
+                let ttl = plan.limits.cache_ttl;
                 let result = execution::execute(plan, &this.runners, cancel_rx).await;
                 lock(&this.free_uids).push(uid);
                 drop(permit);
+                // Only successes are cached: a failure may be transient, and is never replayed.
+                if let (Some(key), Some(ttl), ExecutionStatus::Success) = (cache_key, ttl, result.status) {
+                    lock(&this.cache).put(key, ttl.0, result.clone(), std::time::Instant::now());
+                }
                 this.finish(result.clone());
                 let _ = done_tx.send(result);
             }

@@ -40,8 +40,11 @@ pub fn repo_dir() -> PathBuf {
 fn artifact(plugin: &str) -> Option<&'static str> {
     match plugin {
         "calculator" => Some("libcalculator.so"),
-        "misbehave_native" | "misbehave_throttled" => Some("libmisbehave.so"),
-        "misbehave_exec" => Some("misbehave-exec"),
+        "misbehave_native" | "misbehave_throttled" | "granted_native" => Some("libmisbehave.so"),
+        "misbehave_exec" | "granted_exec" => Some("misbehave-exec"),
+        "file_ops" => Some("libfile_ops.so"),
+        "weather" => Some("libweather.so"),
+        "web_search" => Some("libweb_search.so"),
         "ctor_native" => Some("libctor_fixture.so"),
         "abi_mismatch" => Some("libabi_mismatch.so"),
         _ => None,
@@ -102,6 +105,8 @@ pub struct DaemonBuilder {
     dir: Option<tempfile::TempDir>,
     dropped_capabilities: Vec<String>,
     tcp: bool,
+    secrets: Option<String>,
+    proxy_hosts: Vec<(String, String)>,
 }
 
 pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
@@ -146,6 +151,18 @@ impl DaemonBuilder {
         self
     }
 
+    /// Writes a root-only secrets file with this TOML and points the daemon at it.
+    pub fn secrets(mut self, toml: &str) -> Self {
+        self.secrets = Some(toml.to_string());
+        self
+    }
+
+    /// A static host entry of the egress proxy: `name` ("host" or "host:port") to `target`.
+    pub fn proxy_host(mut self, name: &str, target: &str) -> Self {
+        self.proxy_hosts.push((name.to_string(), target.to_string()));
+        self
+    }
+
     /// Reuses the directory (plugins, policies, state) of an earlier daemon.
     pub fn reuse(mut self, dir: tempfile::TempDir) -> Self {
         self.dir = Some(dir);
@@ -169,8 +186,17 @@ impl DaemonBuilder {
         let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
         let uid_base = 2_000_000_000 + (std::process::id() % 50_000) * 1000 + n * 32;
         let socket = root.join("api.sock");
+        let mut top = String::new();
+        if let Some(secrets) = &self.secrets {
+            use std::os::unix::fs::PermissionsExt;
+            let file = root.join("secrets.toml");
+            std::fs::write(&file, secrets).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+            top.push_str(&format!("secrets_file = {file:?}\n"));
+        }
+        let hosts: String = self.proxy_hosts.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
         let config = format!(
-            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {:?}\n{}\
+            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n{top}[proxy.hosts]\n{hosts}[api]\nsocket = {:?}\n{}\
              [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\nuid_base = {uid_base}\n{}",
             root.join("plugins"),
             root.join("policies"),
@@ -217,6 +243,8 @@ impl Daemon {
             dir: None,
             dropped_capabilities: vec![],
             tcp: false,
+            secrets: None,
+            proxy_hosts: vec![],
         }
     }
 
@@ -456,5 +484,137 @@ impl Drop for TestHost {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.veth]).output();
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
+
+/// One request a [`MockServer`] received.
+#[derive(Debug, Clone)]
+pub struct MockRequest {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl MockRequest {
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        let query = self.target.split_once('?')?.1;
+        query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| decode(v))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+fn decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What a [`MockServer`] answers.
+pub struct MockResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// Wait this long before answering (a slow upstream).
+    pub delay: Duration,
+}
+
+impl MockResponse {
+    pub fn json(status: u16, body: Value) -> Self {
+        MockResponse { status, content_type: "application/json", body: body.to_string(), delay: Duration::ZERO }
+    }
+
+    pub fn text(status: u16, content_type: &'static str, body: &str) -> Self {
+        MockResponse { status, content_type, body: body.to_string(), delay: Duration::ZERO }
+    }
+}
+
+type Handler = dyn Fn(&MockRequest) -> MockResponse + Send + Sync;
+
+/// A local stand-in for a web API: HTTP/1.1 on a loopback address, one thread per connection,
+/// every request recorded.
+pub struct MockServer {
+    pub addr: std::net::SocketAddr,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<MockRequest>>>,
+}
+
+impl MockServer {
+    /// Listens on `ip` (a loopback address), port chosen by the kernel.
+    pub fn start(ip: &str, handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static) -> MockServer {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handler: std::sync::Arc<Handler> = std::sync::Arc::new(handler);
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (seen, handler) = (seen.clone(), handler.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, target) =
+                        (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.trim_end().split_once(':') {
+                            headers.push((k.trim().to_string(), v.trim().to_string()));
+                        }
+                    }
+                    let request = MockRequest { method, target, headers };
+                    seen.lock().unwrap().push(request.clone());
+                    let response = handler(&request);
+                    std::thread::sleep(response.delay);
+                    let head = format!(
+                        "HTTP/1.1 {} Mock\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        response.status,
+                        response.content_type,
+                        response.body.len()
+                    );
+                    let mut stream = stream;
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(response.body.as_bytes());
+                });
+            }
+        });
+        MockServer { addr, requests }
+    }
+
+    pub fn requests(&self) -> Vec<MockRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// "127.0.0.2:PORT", for a static host entry of the daemon's proxy.
+    pub fn target(&self) -> String {
+        self.addr.to_string()
     }
 }

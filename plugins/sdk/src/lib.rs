@@ -10,6 +10,21 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+#[cfg(feature = "http")]
+pub mod http;
+
+/// A secret the plugin declared and policy granted (the runner puts it in the environment).
+pub fn secret(name: &str) -> Result<String, PluginError> {
+    std::env::var(name).map_err(|_| PluginError::Failed(format!("the secret {name} was not provided to this plugin")))
+}
+
+/// The plugin's workspace, when it has one.
+pub fn workspace() -> Result<std::path::PathBuf, PluginError> {
+    std::env::var_os("IRONCLAW_WORKSPACE")
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| PluginError::Failed("this plugin has no workspace (declare `workspace = true`)".into()))
+}
+
 /// Version of the native C ABI. The runner reads it through [`SYMBOL_ABI_VERSION`] before it
 /// calls anything else in the library, and refuses a library that reports another number.
 pub const ABI_VERSION: u32 = 1;
