@@ -212,7 +212,7 @@ async fn run(cli: Cli, client: Client) -> ExitCode {
 }
 
 fn report(cli: &Cli, answer: Answer) -> ExitCode {
-    let Answer { status, body } = answer;
+    let Answer { status, body, .. } = answer;
     if !status.is_success() {
         let code = body["error"]["code"].as_str().unwrap_or("error");
         let message = body["error"]["message"].as_str().unwrap_or("the daemon returned an error");

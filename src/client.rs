@@ -52,7 +52,14 @@ pub struct Client {
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Value,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 impl Client {
@@ -98,6 +105,7 @@ impl Client {
         let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(ClientError::Request)?;
         let response = sender.send_request(request).await.map_err(ClientError::Http)?;
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.map_err(ClientError::Http)?.to_bytes();
         let body = if bytes.is_empty() {
             Value::Null
@@ -105,7 +113,7 @@ impl Client {
             serde_json::from_slice(&bytes)
                 .map_err(|_| ClientError::Decode(String::from_utf8_lossy(&bytes).chars().take(200).collect()))?
         };
-        Ok(Answer { status, body })
+        Ok(Answer { status, headers, body })
     }
 }
 

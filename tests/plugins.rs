@@ -1,0 +1,434 @@
+//! The shipped plugins, through the real daemon and sandbox, against local stand-ins for their
+//! web APIs (mock servers on 127.0.0.2 answering in each service's real response format).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, MockRequest, MockResponse, MockServer};
+use serde_json::{Value, json};
+
+/// A daemon running `plugin` with `grant` (a `[plugins.<plugin>]` body), `hosts` mapped to
+/// `upstream` by the proxy, and the test secrets.
+async fn daemon_for(plugin: &str, grant: &str, hosts: &[&str], upstream: Option<&MockServer>) -> Daemon {
+    let policy = format!("{}\n[plugins.{plugin}]\n{grant}\n", common::DEFAULT_POLICY);
+    let mut builder = Daemon::builder()
+        .plugins(&[plugin])
+        .policy(&policy)
+        .secrets("OPENWEATHER_API_KEY = \"test-owm-key\"\nNEWSAPI_KEY = \"test-news-key\"\n");
+    for host in hosts {
+        builder = builder.proxy_host(host, &upstream.unwrap().target());
+    }
+    let d = builder.start().await;
+    let info = d.get(&format!("/api/v1/plugins/{plugin}")).await.body;
+    assert_eq!(info["state"], "enabled", "{info}");
+    d
+}
+
+// ---------------------------------------------------------------- calculator
+
+#[tokio::test]
+async fn calculator() {
+    require_root!();
+    let d = daemon_for("calculator", "", &[], None).await;
+    let r = d.exec("calculator", json!({"expression": "sqrt(16) + sin(pi/2)"})).await;
+    assert_eq!((r["status"].as_str(), &r["data"]["result"]), (Some("success"), &json!(5)), "{r}");
+    let r = d.exec("calculator", json!({"expression": "1/0"})).await;
+    assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("error"), Some("division by zero")), "{r}");
+}
+
+// ---------------------------------------------------------------- file_ops
+
+#[tokio::test]
+async fn file_ops_works_inside_its_workspace_only() {
+    require_root!();
+    let d = daemon_for("file_ops", "workspace = \"4MiB\"", &[], None).await;
+    let op = |params: Value| d.exec("file_ops", params);
+    let ok = |r: &Value| assert_eq!(r["status"], "success", "{r}");
+
+    ok(&op(json!({"operation": "mkdir", "path": "notes/2026"})).await);
+    ok(&op(json!({"operation": "write", "path": "notes/2026/a.txt", "content": "hello"})).await);
+    ok(&op(json!({"operation": "append", "path": "notes/2026/a.txt", "content": ", world"})).await);
+    ok(&op(json!({"operation": "write", "path": "notes/b.md", "content": "# world news"})).await);
+    let r = op(json!({"operation": "read", "path": "notes/2026/a.txt"})).await;
+    assert_eq!(r["data"]["content"], "hello, world", "{r}");
+    let r = op(json!({"operation": "stat", "path": "notes/2026/a.txt"})).await;
+    assert_eq!((r["data"]["type"].as_str(), r["data"]["size"].as_u64()), (Some("file"), Some(12)), "{r}");
+    let r = op(json!({"operation": "list", "path": "notes", "recursive": true})).await;
+    let paths: Vec<&str> =
+        r["data"]["entries"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["notes/2026", "notes/2026/a.txt", "notes/b.md"], "{r}");
+    let r = op(json!({"operation": "search", "pattern": "*.txt"})).await;
+    assert_eq!(r["data"]["matches"].as_array().unwrap().len(), 1, "{r}");
+    let r = op(json!({"operation": "search", "contains": "world"})).await;
+    assert_eq!(r["data"]["matches"].as_array().unwrap().len(), 2, "{r}");
+    let r = op(json!({"operation": "delete", "path": "notes"})).await;
+    assert_eq!(r["status"], "invalid_input", "a non-empty directory needs recursive: {r}");
+    ok(&op(json!({"operation": "delete", "path": "notes", "recursive": true})).await);
+    let r = op(json!({"operation": "read", "path": "notes/b.md"})).await;
+    assert_eq!(r["status"], "invalid_input", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("no such file"), "{r}");
+
+    // Traversal gets a clear error from the plugin (and the kernel would deny it anyway).
+    for (path, message) in
+        [("../../etc/passwd", "'..' is not allowed"), ("/etc/passwd", "absolute paths are not allowed")]
+    {
+        let r = op(json!({"operation": "read", "path": path})).await;
+        assert_eq!(r["status"], "invalid_input", "{r}");
+        assert!(r["error"].as_str().unwrap().contains(message), "{r}");
+    }
+    let ws = d.dir.path().join("state/workspaces/file_ops");
+    std::os::unix::fs::symlink("/etc", ws.join("etc")).unwrap();
+    let r = op(json!({"operation": "read", "path": "etc/passwd"})).await;
+    assert!(r["error"].as_str().unwrap().contains("leads outside the workspace"), "{r}");
+
+    // Size limits: 1 MiB per file.
+    let chunk = "x".repeat(600 * 1024);
+    ok(&op(json!({"operation": "write", "path": "big", "content": chunk})).await);
+    let r = op(json!({"operation": "append", "path": "big", "content": chunk})).await;
+    assert_eq!(r["status"], "invalid_input", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("would exceed 1048576 bytes"), "{r}");
+}
+
+// ---------------------------------------------------------------- weather
+
+fn owm_conditions(name: &str, temp: f64) -> Value {
+    json!({
+        "coord": {"lon": -0.1257, "lat": 51.5085},
+        "weather": [{"id": 804, "main": "Clouds", "description": "overcast clouds", "icon": "04d"}],
+        "base": "stations",
+        "main": {"temp": temp, "feels_like": temp - 0.7, "temp_min": temp - 1.0, "temp_max": temp + 1.0, "pressure": 1012, "humidity": 81},
+        "visibility": 10000,
+        "wind": {"speed": 4.63, "deg": 240},
+        "clouds": {"all": 100},
+        "dt": 1_795_600_000,
+        "sys": {"type": 2, "id": 2_075_535, "country": "GB", "sunrise": 1_795_580_000, "sunset": 1_795_610_000},
+        "timezone": 0, "id": 2_643_743, "name": name, "cod": 200
+    })
+}
+
+fn openweathermap(r: &MockRequest) -> MockResponse {
+    if r.query("appid").as_deref() != Some("test-owm-key") {
+        return MockResponse::json(
+            401,
+            json!({"cod": 401, "message": "Invalid API key. Please see https://openweathermap.org/faq#error401 for more info."}),
+        );
+    }
+    let temp = if r.query("units").as_deref() == Some("imperial") { 52.2 } else { 11.2 };
+    match r.query("q").as_deref() {
+        Some("Nowhere") => MockResponse::json(404, json!({"cod": "404", "message": "city not found"})),
+        Some("Throttled") => MockResponse::json(
+            429,
+            json!({"cod": 429, "message": "Your account is temporary blocked due to exceeding of requests limitation of your subscription type."}),
+        ),
+        Some("Broken") => MockResponse::text(502, "text/html", "<html><body>Bad Gateway</body></html>"),
+        Some("Garbled") => MockResponse::text(200, "application/json", "{\"cod\": 200, \"main\": "),
+        Some("Slow") => {
+            MockResponse { delay: Duration::from_secs(3), ..MockResponse::json(200, owm_conditions("Slow", temp)) }
+        }
+        q if r.path().ends_with("/forecast") => {
+            let count: usize = r.query("cnt").and_then(|c| c.parse().ok()).unwrap_or(40);
+            let list: Vec<Value> = (0..count)
+                .map(|i| {
+                    let mut step = owm_conditions("", temp + i as f64);
+                    step["dt_txt"] = json!(format!("2026-11-25 {:02}:00:00", (i * 3) % 24));
+                    step
+                })
+                .collect();
+            MockResponse::json(
+                200,
+                json!({
+                    "cod": "200", "message": 0, "cnt": count, "list": list,
+                    "city": {"id": 2_643_743, "name": q.unwrap_or("Coordinates"), "country": "GB", "timezone": 0}
+                }),
+            )
+        }
+        q => MockResponse::json(200, owm_conditions(q.unwrap_or("Coordinates"), temp)),
+    }
+}
+
+const WEATHER_GRANT: &str = r#"network = ["api.openweathermap.org"]
+secrets = ["OPENWEATHER_API_KEY"]
+private_addresses = ["127.0.0.2"]
+config = { base_url = "http://api.openweathermap.org/data/2.5", timeout_s = 1 }"#;
+
+#[tokio::test]
+async fn weather_current_and_forecast_with_units() {
+    require_root!();
+    let owm = MockServer::start("127.0.0.2", openweathermap);
+    let d = daemon_for("weather", WEATHER_GRANT, &["api.openweathermap.org"], Some(&owm)).await;
+    let r = d.exec("weather", json!({"location": "London,GB"})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let w = &r["data"];
+    assert_eq!((w["location"].as_str(), w["country"].as_str()), (Some("London,GB"), Some("GB")), "{r}");
+    assert_eq!((w["temperature"].as_f64(), w["humidity"].as_u64()), (Some(11.2), Some(81)));
+    assert_eq!(w["description"], "overcast clouds");
+    assert_eq!(w["units"], json!({"temperature": "°C", "wind_speed": "m/s"}));
+    let request = &owm.requests()[0];
+    assert_eq!((request.path(), request.query("units").as_deref()), ("/data/2.5/weather", Some("metric")));
+
+    let r = d.exec("weather", json!({"location": "Boston", "units": "imperial", "kind": "forecast", "count": 3})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let steps = r["data"]["forecast"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(
+        (steps[0]["temperature"].as_f64(), steps[0]["time"].as_str()),
+        (Some(52.2), Some("2026-11-25 00:00:00"))
+    );
+    assert_eq!(r["data"]["units"]["temperature"], "°F");
+    assert_eq!(owm.requests()[1].path(), "/data/2.5/forecast");
+
+    let r = d.exec("weather", json!({"lat": 51.5, "lon": -0.12})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(owm.requests()[2].query("lat").as_deref(), Some("51.5"));
+    let r = d.exec("weather", json!({"lat": 51.5})).await;
+    assert_eq!(r["status"], "invalid_input", "{r}");
+}
+
+#[tokio::test]
+async fn weather_upstream_failures_are_clear_errors() {
+    require_root!();
+    let owm = MockServer::start("127.0.0.2", openweathermap);
+    let d = daemon_for("weather", WEATHER_GRANT, &["api.openweathermap.org"], Some(&owm)).await;
+    for (location, status, message) in [
+        ("Nowhere", "invalid_input", "OpenWeatherMap: city not found"),
+        ("Throttled", "error", "OpenWeatherMap rate limit exceeded (HTTP 429)"),
+        ("Broken", "error", "OpenWeatherMap is failing (HTTP 502)"),
+        ("Garbled", "error", "OpenWeatherMap sent a malformed response"),
+        ("Slow", "error", "OpenWeatherMap did not answer in time"),
+    ] {
+        let r = d.exec("weather", json!({"location": location})).await;
+        assert_eq!(r["status"], status, "{location}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(message), "{location}: {r}");
+    }
+    // A wrong key: the daemon supplies another value for the secret.
+    let d = Daemon::builder()
+        .plugins(&["weather"])
+        .policy(&format!("{}\n[plugins.weather]\n{WEATHER_GRANT}\n", common::DEFAULT_POLICY))
+        .secrets("OPENWEATHER_API_KEY = \"wrong-key\"\n")
+        .proxy_host("api.openweathermap.org", &owm.target())
+        .start()
+        .await;
+    let r = d.exec("weather", json!({"location": "London"})).await;
+    assert_eq!(r["status"], "error");
+    assert!(
+        r["error"].as_str().unwrap().contains("OpenWeatherMap rejected the API key (HTTP 401/403): Invalid API key"),
+        "{r}"
+    );
+}
+
+// ---------------------------------------------------------------- web_search
+
+fn duckduckgo(r: &MockRequest) -> MockResponse {
+    let q = r.query("q").unwrap_or_default();
+    if r.path().starts_with("/html") {
+        return match q.as_str() {
+            "broken" => MockResponse::text(503, "text/html", "<html>busy</html>"),
+            _ => MockResponse::text(
+                200,
+                "text/html; charset=UTF-8",
+                &format!(
+                    r#"<!DOCTYPE html><html><body><div class="serp__results"><div id="links" class="results">
+<div class="result results_links results_links_deep web-result "><div class="links_main links_deep result__body">
+<h2 class="result__title"><a rel="nofollow" class="result__a" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fwww.rust%2Dlang.org%2F&amp;rut=abc">Rust Programming Language</a></h2>
+<div class="result__extras"><div class="result__extras__url"><a class="result__url" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fwww.rust%2Dlang.org%2F">www.rust-lang.org</a></div></div>
+<a class="result__snippet" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fwww.rust%2Dlang.org%2F">A language empowering everyone to build <b>{q}</b> software.</a>
+</div></div>
+<div class="result results_links results_links_deep web-result "><div class="links_main links_deep result__body">
+<h2 class="result__title"><a rel="nofollow" class="result__a" href="//duckduckgo.com/l/?uddg=https%3A%2F%2Fdoc.rust%2Dlang.org%2Fbook%2F&amp;rut=def">The Rust Programming Language &amp; Book</a></h2>
+<a class="result__snippet" href="x">The book.</a>
+</div></div></div></div></body></html>"#
+                ),
+            ),
+        };
+    }
+    match q.as_str() {
+        "broken" => MockResponse::text(500, "text/html", "oops"),
+        "garbled" => MockResponse::text(200, "application/x-javascript", "not json"),
+        "obscure" => MockResponse::json(
+            200,
+            json!({"Abstract": "", "AbstractText": "", "AbstractURL": "", "Heading": "", "RelatedTopics": [], "Results": [], "Type": ""}),
+        ),
+        _ => MockResponse::json(
+            200,
+            json!({
+                "Abstract": "Rust is a general-purpose programming language.",
+                "AbstractText": "Rust is a general-purpose programming language.",
+                "AbstractSource": "Wikipedia",
+                "AbstractURL": "https://en.wikipedia.org/wiki/Rust_(programming_language)",
+                "Heading": "Rust (programming language)",
+                "Answer": "", "Definition": "", "Type": "A",
+                "Results": [{"FirstURL": "https://www.rust-lang.org/", "Text": "Official site", "Result": "<a href=\"https://www.rust-lang.org/\">Official site</a>"}],
+                "RelatedTopics": [
+                    {"FirstURL": "https://duckduckgo.com/Cargo_(software)", "Text": "Cargo - The Rust package manager.", "Icon": {"URL": ""}},
+                    {"Name": "See also", "Topics": [{"FirstURL": "https://duckduckgo.com/Ferris", "Text": "Ferris - The mascot.", "Icon": {"URL": ""}}]}
+                ]
+            }),
+        ),
+    }
+}
+
+const SEARCH_GRANT: &str = r#"network = ["api.duckduckgo.com", "html.duckduckgo.com"]
+private_addresses = ["127.0.0.2"]
+config = { api_url = "http://api.duckduckgo.com/", html_url = "http://html.duckduckgo.com/html/", timeout_s = 2 }"#;
+
+#[tokio::test]
+async fn web_search_instant_answers_and_html_results() {
+    require_root!();
+    let ddg = MockServer::start("127.0.0.2", duckduckgo);
+    let d = daemon_for("web_search", SEARCH_GRANT, &["api.duckduckgo.com", "html.duckduckgo.com"], Some(&ddg)).await;
+    let r = d.exec("web_search", json!({"query": "rust language", "max_results": 3})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["source"], "instant");
+    let results = r["data"]["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results[0],
+        json!({
+            "title": "Rust (programming language)",
+            "url": "https://en.wikipedia.org/wiki/Rust_(programming_language)",
+            "snippet": "Rust is a general-purpose programming language."
+        })
+    );
+    assert_eq!(ddg.requests()[0].query("q").as_deref(), Some("rust language"));
+    assert_eq!(ddg.requests()[0].query("format").as_deref(), Some("json"));
+
+    // No instant answer: the HTML results page, parsed.
+    let r = d.exec("web_search", json!({"query": "obscure"})).await;
+    assert_eq!(r["data"]["source"], "html", "{r}");
+    assert_eq!(
+        r["data"]["results"][0],
+        json!({
+            "title": "Rust Programming Language",
+            "url": "https://www.rust-lang.org/",
+            "snippet": "A language empowering everyone to build obscure software."
+        })
+    );
+    assert_eq!(r["data"]["results"][1]["title"], "The Rust Programming Language & Book");
+    assert_eq!(r["data"]["results"][1]["url"], "https://doc.rust-lang.org/book/");
+
+    for (query, message) in
+        [("broken", "DuckDuckGo is failing (HTTP 500)"), ("garbled", "DuckDuckGo sent a malformed response")]
+    {
+        let r = d.exec("web_search", json!({"query": query})).await;
+        assert_eq!(r["status"], "error", "{r}");
+        assert!(r["error"].as_str().unwrap().contains(message), "{query}: {r}");
+    }
+    let r = d.exec("web_search", json!({"query": "broken", "source": "html"})).await;
+    assert!(r["error"].as_str().unwrap().contains("DuckDuckGo is failing (HTTP 503)"), "{r}");
+}
+
+// ---------------------------------------------------------------- news (Python)
+
+fn newsapi(r: &MockRequest) -> MockResponse {
+    if r.header("x-api-key") != Some("test-news-key") {
+        return MockResponse::json(
+            401,
+            json!({"status": "error", "code": "apiKeyInvalid", "message": "Your API key is invalid or incorrect. Check your key, or go to https://newsapi.org to create a free API key."}),
+        );
+    }
+    let article = |title: &str| {
+        json!({
+            "source": {"id": "bbc-news", "name": "BBC News"},
+            "author": "BBC News",
+            "title": title,
+            "description": "A description.",
+            "url": format!("https://www.bbc.co.uk/news/{}", title.len()),
+            "urlToImage": "https://ichef.bbci.co.uk/x.jpg",
+            "publishedAt": "2026-11-25T09:00:00Z",
+            "content": "Content [+1234 chars]"
+        })
+    };
+    match r.query("q").as_deref() {
+        Some("throttled") => MockResponse::json(
+            429,
+            json!({"status": "error", "code": "rateLimited", "message": "You have been rate limited. Back off for a while before trying the request again."}),
+        ),
+        Some("broken") => MockResponse::json(
+            500,
+            json!({"status": "error", "code": "unexpectedError", "message": "This shouldn't happen, and if it does then it's our fault, not yours."}),
+        ),
+        Some("garbled") => MockResponse::text(200, "application/json", "{\"status\": \"ok\", \"articles\": ["),
+        Some("slow") => MockResponse { delay: Duration::from_secs(3), ..MockResponse::json(200, json!({})) },
+        q if r.path() == "/v2/everything" => MockResponse::json(
+            200,
+            json!({
+                "status": "ok", "totalResults": 1, "articles": [article(&format!("About {}", q.unwrap_or_default()))]
+            }),
+        ),
+        _ => MockResponse::json(
+            200,
+            json!({
+                "status": "ok", "totalResults": 2, "articles": [article("First headline"), article("Second headline")]
+            }),
+        ),
+    }
+}
+
+const NEWS_GRANT: &str = r#"network = ["newsapi.org"]
+secrets = ["NEWSAPI_KEY"]
+private_addresses = ["127.0.0.2"]
+config = { base_url = "http://newsapi.org/v2", timeout_s = 1 }"#;
+
+#[tokio::test]
+async fn news_in_python_under_the_same_sandbox() {
+    require_root!();
+    let api = MockServer::start("127.0.0.2", newsapi);
+    let d = daemon_for("news", NEWS_GRANT, &["newsapi.org"], Some(&api)).await;
+    let r = d.exec("news", json!({"country": "gb", "category": "technology", "page_size": 2})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["total_results"], 2);
+    assert_eq!(
+        r["data"]["articles"][0],
+        json!({
+            "title": "First headline", "source": "BBC News", "author": "BBC News",
+            "url": "https://www.bbc.co.uk/news/14", "description": "A description.", "published_at": "2026-11-25T09:00:00Z"
+        })
+    );
+    let request = &api.requests()[0];
+    assert_eq!(request.path(), "/v2/top-headlines");
+    assert_eq!(
+        (request.query("country").as_deref(), request.query("category").as_deref()),
+        (Some("gb"), Some("technology"))
+    );
+    assert!(request.target.contains("pageSize=2"), "{}", request.target);
+    // The sandbox's layers are the same as for native plugins.
+    assert_eq!(r["layers"]["sandbox"]["seccomp"], true);
+    assert_eq!(r["layers"]["sandbox"]["landlock"]["status"], "fully_enforced");
+
+    let r = d.exec("news", json!({"endpoint": "everything", "query": "sandboxing", "sort_by": "publishedAt"})).await;
+    assert_eq!(r["data"]["articles"][0]["title"], "About sandboxing", "{r}");
+    assert_eq!(api.requests()[1].query("sortBy").as_deref(), Some("publishedAt"));
+    let r = d.exec("news", json!({"endpoint": "everything"})).await;
+    assert_eq!(r["status"], "invalid_input", "{r}");
+
+    for (query, message) in [
+        ("throttled", "NewsAPI rate limit exceeded (HTTP 429), retry later: You have been rate limited"),
+        ("broken", "NewsAPI is failing (HTTP 500)"),
+        ("garbled", "NewsAPI sent a malformed response"),
+        ("slow", "NewsAPI did not answer in time"),
+    ] {
+        let r = d.exec("news", json!({"endpoint": "everything", "query": query})).await;
+        assert_eq!(r["status"], "error", "{query}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(message), "{query}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn news_with_a_bad_key() {
+    require_root!();
+    let api = MockServer::start("127.0.0.2", newsapi);
+    let d = Daemon::builder()
+        .plugins(&["news"])
+        .policy(&format!("{}\n[plugins.news]\n{NEWS_GRANT}\n", common::DEFAULT_POLICY))
+        .secrets("NEWSAPI_KEY = \"wrong-news-key\"\n")
+        .proxy_host("newsapi.org", &api.target())
+        .start()
+        .await;
+    let r = d.exec("news", json!({})).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("NewsAPI rejected the API key (HTTP 401): Your API key is invalid"),
+        "{r}"
+    );
+}
