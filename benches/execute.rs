@@ -1,6 +1,7 @@
 //! Benchmark: cold execution latency of the calculator through the API (every execution is a
 //! fresh sandboxed process, never reused), throughput at concurrency 8, and the daemon's memory;
-//! once with pre-started runners (the default) and once with runners started on demand.
+//! once with pre-started runners (the default) and once with runners started on demand. Also the
+//! cost of a result-cache hit (the same calculator, declaring `cache_ttl`).
 //!
 //! Run with `make bench` (which builds the release calculator first) or `cargo bench --bench
 //! execute`. Needs root, like the daemon. Prints a table and one JSON line.
@@ -16,6 +17,7 @@ const SEQUENTIAL: usize = 500;
 const WARM_UP: usize = 20;
 const CONCURRENCY: usize = 8;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
+const CACHE_HITS: usize = 2000;
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -51,24 +53,49 @@ fn install_calculator(root: &Path) -> PathBuf {
     std::fs::copy(repo.join("plugins/calculator/plugin.toml"), dir.join("plugin.toml")).unwrap();
     let built = PathBuf::from(env!("CARGO_BIN_EXE_ironclawd")).parent().unwrap().join("libcalculator.so");
     assert!(built.is_file(), "{} is missing: run `make bench` (it builds the release plugins)", built.display());
-    std::fs::copy(built, dir.join("libcalculator.so")).unwrap();
+    std::fs::copy(&built, dir.join("libcalculator.so")).unwrap();
+    // The same plugin, with its results cached.
+    let cached = plugins.join("calculator_cached");
+    std::fs::create_dir_all(&cached).unwrap();
+    let manifest = std::fs::read_to_string(repo.join("plugins/calculator/plugin.toml")).unwrap();
+    let manifest = manifest
+        .replace("name = \"calculator\"", "name = \"calculator_cached\"")
+        .replace("[limits]", "[limits]\ncache_ttl = \"1h\"");
+    std::fs::write(cached.join("plugin.toml"), manifest).unwrap();
+    std::fs::copy(&built, cached.join("libcalculator.so")).unwrap();
+    // And with a network grant: every execution also gets an egress proxy in its namespace.
+    let networked = plugins.join("calculator_net");
+    std::fs::create_dir_all(&networked).unwrap();
+    let manifest = std::fs::read_to_string(repo.join("plugins/calculator/plugin.toml")).unwrap();
+    let manifest = manifest
+        .replace("name = \"calculator\"", "name = \"calculator_net\"")
+        .replace("[parameters]", "[permissions]\nnetwork = [\"api.example.test\"]\n\n[parameters]");
+    std::fs::write(networked.join("plugin.toml"), manifest).unwrap();
+    std::fs::copy(&built, networked.join("libcalculator.so")).unwrap();
     std::fs::create_dir_all(root.join("policies")).unwrap();
     std::fs::copy(repo.join("policies/default.toml"), root.join("policies/default.toml")).unwrap();
+    std::fs::write(root.join("policies/bench.toml"), "[plugins.calculator_net]\nnetwork = [\"api.example.test\"]\n")
+        .unwrap();
     plugins
 }
 
 async fn execute(client: &Client) -> f64 {
+    execute_plugin(client, "calculator").await.0
+}
+
+/// Milliseconds through the API, and whether the result came from the cache.
+async fn execute_plugin(client: &Client, plugin: &str) -> (f64, bool) {
     let start = Instant::now();
     let a = client
         .post(
-            "/api/v1/plugins/calculator/execute",
+            &format!("/api/v1/plugins/{plugin}/execute"),
             &json!({"parameters": {"expression": "sqrt(16) + sin(pi/2)", "precision": 5}}),
         )
         .await
         .expect("the daemon answers");
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     assert_eq!(a.body["status"], "success", "{}", a.body);
-    ms
+    (ms, a.body["cached"] == true)
 }
 
 /// Starts a daemon on `root` with `prestarted` runners kept waiting, measures it, stops it.
@@ -136,7 +163,26 @@ fn measure(root: &Path, plugins: &Path, prestarted: usize) -> serde_json::Value 
             total += w.await.unwrap();
         }
         let per_second = total as f64 / start.elapsed().as_secs_f64();
+
+        // The same execution with an egress proxy set up (and torn down) for it.
+        let mut networked = Vec::with_capacity(SEQUENTIAL);
+        for _ in 0..SEQUENTIAL {
+            networked.push(execute_plugin(&client, "calculator_net").await.0);
+        }
+        networked.sort_by(|a, b| a.partial_cmp(b).unwrap());
+
+        // Cache hits: one miss fills the cache, then every call is served by the daemon alone.
+        assert!(!execute_plugin(&client, "calculator_cached").await.1);
+        let mut hits = Vec::with_capacity(CACHE_HITS);
+        for _ in 0..CACHE_HITS {
+            let (ms, cached) = execute_plugin(&client, "calculator_cached").await;
+            assert!(cached, "a repeated request is a cache hit");
+            hits.push(ms);
+        }
+        hits.sort_by(|a, b| a.partial_cmp(b).unwrap());
         json!({
+            "with_egress_proxy_ms": {"p50": percentile(&networked, 0.5), "p99": percentile(&networked, 0.99)},
+            "cache_hit_ms": {"p50": percentile(&hits, 0.5), "p99": percentile(&hits, 0.99), "samples": hits.len()},
             "prestarted_runners": prestarted,
             "cold_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "samples": latencies.len()},
             "throughput_per_second_at_8": per_second,
@@ -157,18 +203,23 @@ fn main() {
     let plugins = install_calculator(dir.path());
     println!("machine: {}", machine());
     println!("calculator through the API on a unix socket; every execution is a fresh sandboxed process");
-    println!("| runners | cold p50 | cold p99 | exec/s at 8 | daemon RSS idle / peak |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| runners | cold p50 | cold p99 | exec/s at 8 | daemon RSS idle / peak | with egress proxy p50 | cache hit p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let mut reports = Vec::new();
     for (prestarted, label) in [(2, "pre-started (default, 2 waiting)"), (0, "started on demand")] {
         let r = measure(dir.path(), &plugins, prestarted);
         println!(
-            "| {label} | {:.2} ms | {:.2} ms | {:.0} | {:.1} / {:.1} MiB |",
+            "| {label} | {:.2} ms | {:.2} ms | {:.0} | {:.1} / {:.1} MiB | {:.2} ms | {:.3} / {:.3} ms |",
             r["cold_latency_ms"]["p50"].as_f64().unwrap(),
             r["cold_latency_ms"]["p99"].as_f64().unwrap(),
             r["throughput_per_second_at_8"].as_f64().unwrap(),
             r["daemon_rss_kib"]["idle"].as_f64().unwrap() / 1024.0,
             r["daemon_rss_kib"]["peak_under_load"].as_f64().unwrap() / 1024.0,
+            r["with_egress_proxy_ms"]["p50"].as_f64().unwrap(),
+            r["cache_hit_ms"]["p50"].as_f64().unwrap(),
+            r["cache_hit_ms"]["p99"].as_f64().unwrap(),
         );
         reports.push(r);
     }

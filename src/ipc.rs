@@ -32,8 +32,9 @@ pub enum IpcError {
     Encode(#[source] serde_json::Error),
 }
 
-/// Everything a runner needs to confine itself and run one plugin execution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Everything a runner needs to confine itself and run one plugin execution. Not `Debug`: its
+/// environment holds the plugin's secrets.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunnerSpec {
     pub execution_id: String,

@@ -193,6 +193,9 @@ const NEEDED_CAPABILITIES: &[(caps::Capability, &str)] = &[
     (caps::Capability::CAP_SETGID, "switching the runner to its unprivileged gid"),
     (caps::Capability::CAP_SETPCAP, "clearing the runner's bounding set"),
     (caps::Capability::CAP_KILL, "killing runners that run as other uids"),
+    (caps::Capability::CAP_CHOWN, "giving each workspace its plugin's group"),
+    (caps::Capability::CAP_FSETID, "the set-group-id bit of workspaces"),
+    (caps::Capability::CAP_DAC_READ_SEARCH, "measuring workspaces whose files plugins created"),
 ];
 
 /// Needed by the fallback backend only: its monitor reads `/proc/<runner>/root/proc`.

@@ -27,6 +27,8 @@ pub const PROXY_PORT: u16 = 3128;
 /// The proxy URL plugins are given.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
 const MAX_HEAD: usize = 16 * 1024;
+/// Connections one execution may have open through the proxy at once.
+pub const MAX_CONNECTIONS: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -103,6 +105,9 @@ impl EgressProxy {
         let pidfd = pidfd.try_clone_to_owned().map_err(ProxyError::Listen)?;
         std::thread::spawn(move || -> std::io::Result<std::net::TcpListener> {
             nix::sched::setns(pidfd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+            // The runner may not have brought loopback up yet (it does so right after
+            // announcing itself); doing it twice is harmless.
+            crate::sandbox::sys::loopback_up()?;
             let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, PROXY_PORT))?;
             listener.set_nonblocking(true)?;
             Ok(listener)
@@ -126,12 +131,22 @@ impl EgressProxy {
             };
             // Connections end with the execution: aborting this task drops the set.
             let mut connections = tokio::task::JoinSet::new();
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => {
+                        Ok((mut stream, _)) => {
                             let (this, scope) = (this.clone(), scope.clone());
-                            connections.spawn(async move { this.handle(stream, &scope).await });
+                            match slots.clone().try_acquire_owned() {
+                                Ok(slot) => connections.spawn(async move {
+                                    this.handle(stream, &scope).await;
+                                    drop(slot);
+                                }),
+                                Err(_) => connections.spawn(async move {
+                                    let reason = format!("more than {MAX_CONNECTIONS} connections at once");
+                                    respond(&mut stream, 503, "Service Unavailable", &reason).await;
+                                }),
+                            };
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "proxy accept failed");

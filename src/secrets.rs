@@ -109,6 +109,20 @@ impl Secrets {
     pub fn get(&self, name: &str) -> Option<&SecretValue> {
         self.values.get(name)
     }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.values.keys().map(String::as_str).collect()
+    }
+}
+
+/// The secrets one execution receives, as environment variables; `Debug` shows names only.
+#[derive(Clone, Default)]
+pub struct SecretEnv(pub Vec<(String, String)>);
+
+impl fmt::Debug for SecretEnv {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| format!("{name}=<redacted>"))).finish()
+    }
 }
 
 /// Replaces every occurrence of a secret's value with `[REDACTED:NAME]`.

@@ -37,9 +37,13 @@ struct Egress {
 }
 
 async fn start() -> Egress {
+    start_with(Daemon::builder()).await
+}
+
+async fn start_with(builder: common::DaemonBuilder) -> Egress {
     let upstream = MockServer::start("127.0.0.2", |r| MockResponse::json(200, json!({"path": r.target})));
     let target = upstream.target();
-    let daemon = Daemon::builder()
+    let daemon = builder
         .plugins(&[PLUGIN, "misbehave_native"])
         .policy(&policy())
         .secrets("FIXTURE_TOKEN = \"fixture-token-value\"\n")
@@ -206,4 +210,31 @@ async fn only_granted_plugins_get_a_proxy() {
     // Nothing listens on the proxy port of a plugin without network permission.
     let seen = e.daemon.exec("misbehave_native", json!({"attack": "tcp_connect", "addr": "127.0.0.1:3128"})).await;
     assert_eq!(seen["data"]["errno_name"], "EACCES", "{seen}");
+}
+
+#[tokio::test]
+async fn an_execution_cannot_hog_the_proxy() {
+    require_root!();
+    let e = start().await;
+    let request = get("http://allowed.test/");
+    let r = e.daemon.exec(PLUGIN, json!({"attack": "proxy_request", "request": request, "idle_connections": 32})).await;
+    assert_eq!(r["data"]["idle_connections"], 32, "{r}");
+    let response = r["data"]["response"].as_str().unwrap();
+    assert!(status_line(response).starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("more than 32 connections at once"), "{response}");
+    // The next execution has its own proxy and its own allowance.
+    let (_, response) = through_proxy(&e.daemon, &request).await;
+    assert!(status_line(&response).starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test]
+async fn the_proxy_is_ready_even_for_a_runner_started_on_demand() {
+    require_root!();
+    // An on-demand runner is handed its spec right after it announces itself, possibly before
+    // it has brought its loopback up: the proxy's listener must not depend on that.
+    let e = start_with(Daemon::builder().config("prestarted = 0\n")).await;
+    for _ in 0..200 {
+        let (_, response) = through_proxy(&e.daemon, &get("http://allowed.test/")).await;
+        assert!(status_line(&response).starts_with("HTTP/1.1 200"), "{response}");
+    }
 }

@@ -10,8 +10,11 @@ use serde_json::Value;
 use super::execution::ExecutionResult;
 use crate::units::Rate;
 
-/// Cached results kept at most, across plugins; the oldest go first.
+/// Cached results kept at most, across plugins, and their total encoded size; the oldest go
+/// first. A result larger than `CACHE_ENTRY_BYTES` is not cached.
 const CACHE_ENTRIES: usize = 4096;
+const CACHE_BYTES: usize = 64 << 20;
+const CACHE_ENTRY_BYTES: usize = 1 << 20;
 
 /// Token buckets, one per plugin: `count` tokens, refilled continuously over `per`.
 #[derive(Default)]
@@ -52,8 +55,15 @@ impl RateLimiter {
 /// which changes what a result means).
 #[derive(Default)]
 pub struct ResultCache {
-    entries: HashMap<String, (Instant, ExecutionResult)>,
+    entries: HashMap<String, CacheEntry>,
     order: VecDeque<String>,
+    bytes: usize,
+}
+
+struct CacheEntry {
+    expires: Instant,
+    size: usize,
+    result: ExecutionResult,
 }
 
 /// The cache key: object keys sorted at every depth, so `{"a":1,"b":2}` and `{"b":2,"a":1}`
@@ -75,9 +85,9 @@ pub fn cache_key(plugin: &str, version: &str, parameters: &Value, config: &Value
 impl ResultCache {
     pub fn get(&mut self, key: &str, now: Instant) -> Option<ExecutionResult> {
         match self.entries.get(key) {
-            Some((expires, result)) if *expires > now => Some(result.clone()),
+            Some(entry) if entry.expires > now => Some(entry.result.clone()),
             Some(_) => {
-                self.entries.remove(key);
+                self.remove(key);
                 None
             }
             None => None,
@@ -85,18 +95,35 @@ impl ResultCache {
     }
 
     pub fn put(&mut self, key: String, ttl: Duration, result: ExecutionResult, now: Instant) {
-        if self.entries.insert(key.clone(), (now + ttl, result)).is_none() {
-            self.order.push_back(key);
+        let size = key.len() + serde_json::to_vec(&result).map_or(usize::MAX, |v| v.len());
+        if size > CACHE_ENTRY_BYTES {
+            return;
         }
-        while self.order.len() > CACHE_ENTRIES {
-            if let Some(old) = self.order.pop_front() {
-                self.entries.remove(&old);
+        self.remove(&key);
+        self.bytes += size;
+        self.entries.insert(key.clone(), CacheEntry { expires: now + ttl, size, result });
+        self.order.push_back(key);
+        while self.order.len() > CACHE_ENTRIES || self.bytes > CACHE_BYTES {
+            match self.order.pop_front() {
+                Some(old) => self.remove(&old),
+                None => break,
             }
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(entry) = self.entries.remove(key) {
+            self.bytes -= entry.size;
+            self.order.retain(|k| k != key);
         }
     }
 
     pub fn entries(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -117,6 +144,34 @@ mod tests {
         assert!(limiter.acquire("other", rate, t0).is_ok(), "buckets are per plugin");
         assert!(limiter.acquire("p", rate, t0 + Duration::from_secs(30)).is_ok());
         assert!(limiter.acquire("p", rate, t0 + Duration::from_secs(31)).is_err());
+    }
+
+    fn result(data: Value) -> ExecutionResult {
+        serde_json::from_value(json!({
+            "id": "x", "plugin": "p", "plugin_version": "1.0.0", "status": "success", "data": data,
+            "error": null, "duration_ms": 1, "cpu_time_ms": 1, "peak_memory_bytes": 1, "signal": null,
+            "layers": {"resources": "fallback", "sandbox": null}, "log": "", "started_at": 0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cache_expires_and_stays_bounded() {
+        let mut cache = ResultCache::default();
+        let t0 = Instant::now();
+        cache.put("a".into(), Duration::from_secs(10), result(json!(1)), t0);
+        assert!(cache.get("a", t0 + Duration::from_secs(9)).is_some());
+        assert!(cache.get("a", t0 + Duration::from_secs(10)).is_none(), "expired");
+        assert_eq!((cache.entries(), cache.bytes()), (0, 0));
+        cache.put("big".into(), Duration::from_secs(10), result(json!("x".repeat(CACHE_ENTRY_BYTES))), t0);
+        assert_eq!(cache.entries(), 0, "a result over the per-entry size is not cached");
+        let half = json!("y".repeat(CACHE_ENTRY_BYTES / 2));
+        for i in 0..(CACHE_BYTES / (CACHE_ENTRY_BYTES / 2)) + 10 {
+            cache.put(format!("k{i}"), Duration::from_secs(10), result(half.clone()), t0);
+        }
+        assert!(cache.bytes() <= CACHE_BYTES, "{}", cache.bytes());
+        assert!(cache.get("k0", t0).is_none(), "the oldest went first");
+        assert!(cache.get(&format!("k{}", CACHE_BYTES / (CACHE_ENTRY_BYTES / 2) + 9), t0).is_some());
     }
 
     #[test]

@@ -120,7 +120,7 @@ pub struct ExecutionPlan {
     pub limits: Limits,
     pub effective: Arc<Effective>,
     /// Names and values of the secrets this plugin is granted.
-    pub secrets: Vec<(String, String)>,
+    pub secrets: crate::secrets::SecretEnv,
     /// The directory holding every plugin's workspace.
     pub workspaces: PathBuf,
     pub proxy: Arc<EgressProxy>,
@@ -239,7 +239,7 @@ impl ExecutionPlan {
         if workspace {
             env.push(("IRONCLAW_WORKSPACE".into(), crate::sandbox::namespaces::WORKSPACE_MOUNT.into()));
         }
-        env.extend(self.secrets.iter().cloned());
+        env.extend(self.secrets.0.iter().cloned());
         env
     }
 }
@@ -595,7 +595,7 @@ impl Execution {
             };
             apply_response(&mut result, &body, reaped.exit_code);
         }
-        redact_secrets(&mut result, &plan.secrets);
+        redact_secrets(&mut result, &plan.secrets.0);
         result
     }
 }

@@ -265,8 +265,17 @@ impl Supervisor {
                 "max_queued": self.config.executions.max_queued,
                 "prestarted_runners": self.runners.idle_count(),
                 "prestarted_target": self.runners.target(),
-                "cached_results": lock(&self.cache).entries(),
             },
+            "cache": {
+                "entries": lock(&self.cache).entries(),
+                "bytes": lock(&self.cache).bytes(),
+            },
+            "egress": {
+                "proxy": format!("one listener per execution, at {} in the sandbox", crate::proxy::PROXY_URL),
+                "static_hosts": self.config.proxy.hosts.len(),
+            },
+            // Names only: values never leave the daemon but for the plugins granted them.
+            "secrets_available": self.secrets.names(),
         })
     }
 
@@ -379,11 +388,13 @@ impl Supervisor {
             lock(&self.stats).entry(name.to_string()).or_default().rate_limited += 1;
             return Err(SupervisorError::RateLimited { name: name.into(), rate, retry_after });
         }
-        let secrets = effective
-            .secrets
-            .iter()
-            .filter_map(|s| Some((s.value.0.clone(), self.secrets.get(&s.value.0)?.value.clone())))
-            .collect();
+        let secrets = crate::secrets::SecretEnv(
+            effective
+                .secrets
+                .iter()
+                .filter_map(|s| Some((s.value.0.clone(), self.secrets.get(&s.value.0)?.value.clone())))
+                .collect(),
+        );
         let id = uuid::Uuid::new_v4().simple().to_string();
         let mut plan = ExecutionPlan {
             id: id.clone(),
