@@ -54,24 +54,20 @@ fn install_calculator(root: &Path) -> PathBuf {
     let built = PathBuf::from(env!("CARGO_BIN_EXE_ironclawd")).parent().unwrap().join("libcalculator.so");
     assert!(built.is_file(), "{} is missing: run `make bench` (it builds the release plugins)", built.display());
     std::fs::copy(&built, dir.join("libcalculator.so")).unwrap();
-    // The same plugin, with its results cached.
-    let cached = plugins.join("calculator_cached");
-    std::fs::create_dir_all(&cached).unwrap();
-    let manifest = std::fs::read_to_string(repo.join("plugins/calculator/plugin.toml")).unwrap();
-    let manifest = manifest
-        .replace("name = \"calculator\"", "name = \"calculator_cached\"")
-        .replace("[limits]", "[limits]\ncache_ttl = \"1h\"");
-    std::fs::write(cached.join("plugin.toml"), manifest).unwrap();
-    std::fs::copy(&built, cached.join("libcalculator.so")).unwrap();
-    // And with a network grant: every execution also gets an egress proxy in its namespace.
-    let networked = plugins.join("calculator_net");
-    std::fs::create_dir_all(&networked).unwrap();
-    let manifest = std::fs::read_to_string(repo.join("plugins/calculator/plugin.toml")).unwrap();
-    let manifest = manifest
-        .replace("name = \"calculator\"", "name = \"calculator_net\"")
-        .replace("[parameters]", "[permissions]\nnetwork = [\"api.example.test\"]\n\n[parameters]");
-    std::fs::write(networked.join("plugin.toml"), manifest).unwrap();
-    std::fs::copy(&built, networked.join("libcalculator.so")).unwrap();
+    // The same plugin, with its results cached; and with a network grant, so every execution
+    // also gets an egress proxy in its namespace.
+    let variant = |name: &str, edit: &dyn Fn(String) -> String| {
+        let dir = plugins.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = std::fs::read_to_string(repo.join("plugins/calculator/plugin.toml")).unwrap();
+        let manifest = edit(manifest.replace("name = \"calculator\"", &format!("name = \"{name}\"")));
+        std::fs::write(dir.join("plugin.toml"), manifest).unwrap();
+        std::fs::copy(&built, dir.join("libcalculator.so")).unwrap();
+    };
+    variant("calculator_cached", &|m| m.replace("[limits]", "[limits]\ncache_ttl = \"1h\""));
+    variant("calculator_net", &|m| {
+        m.replace("[parameters]", "[permissions]\nnetwork = [\"api.example.test\"]\n\n[parameters]")
+    });
     std::fs::create_dir_all(root.join("policies")).unwrap();
     std::fs::copy(repo.join("policies/default.toml"), root.join("policies/default.toml")).unwrap();
     std::fs::write(root.join("policies/bench.toml"), "[plugins.calculator_net]\nnetwork = [\"api.example.test\"]\n")

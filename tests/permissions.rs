@@ -260,16 +260,22 @@ fn instant_answer(r: &common::MockRequest) -> MockResponse {
     }
 }
 
-#[tokio::test]
-async fn results_are_cached_but_failures_never() {
-    require_root!();
+/// web_search at `rate`, against a stand-in for the Instant Answer API.
+async fn search_daemon(rate: &str) -> (Daemon, MockServer) {
     let upstream = MockServer::start("127.0.0.2", instant_answer);
     let d = Daemon::builder()
         .plugins(&["web_search"])
-        .policy(&search_policy("100/min"))
+        .policy(&search_policy(rate))
         .proxy_host("api.duckduckgo.com", &upstream.target())
         .start()
         .await;
+    (d, upstream)
+}
+
+#[tokio::test]
+async fn results_are_cached_but_failures_never() {
+    require_root!();
+    let (d, upstream) = search_daemon("100/min").await;
     let first = d.exec("web_search", json!({"query": "rust", "max_results": 3})).await;
     assert_eq!(first["status"], "success", "{first}");
     assert_eq!(first["cached"], false);
@@ -296,13 +302,7 @@ async fn results_are_cached_but_failures_never() {
 #[tokio::test]
 async fn over_the_rate_limit_callers_get_429_with_retry_after() {
     require_root!();
-    let upstream = MockServer::start("127.0.0.2", instant_answer);
-    let d = Daemon::builder()
-        .plugins(&["web_search"])
-        .policy(&search_policy("2/min"))
-        .proxy_host("api.duckduckgo.com", &upstream.target())
-        .start()
-        .await;
+    let (d, upstream) = search_daemon("2/min").await;
     for q in ["one", "two"] {
         assert_eq!(d.exec("web_search", json!({"query": q})).await["status"], "success");
     }

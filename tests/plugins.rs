@@ -8,14 +8,23 @@ use std::time::Duration;
 use common::{Daemon, MockRequest, MockResponse, MockServer};
 use serde_json::{Value, json};
 
+const SECRETS: &str = "OPENWEATHER_API_KEY = \"test-owm-key\"\nNEWSAPI_KEY = \"test-news-key\"\n";
+
 /// A daemon running `plugin` with `grant` (a `[plugins.<plugin>]` body), `hosts` mapped to
 /// `upstream` by the proxy, and the test secrets.
 async fn daemon_for(plugin: &str, grant: &str, hosts: &[&str], upstream: Option<&MockServer>) -> Daemon {
+    daemon_with_secrets(plugin, grant, hosts, upstream, SECRETS).await
+}
+
+async fn daemon_with_secrets(
+    plugin: &str,
+    grant: &str,
+    hosts: &[&str],
+    upstream: Option<&MockServer>,
+    secrets: &str,
+) -> Daemon {
     let policy = format!("{}\n[plugins.{plugin}]\n{grant}\n", common::DEFAULT_POLICY);
-    let mut builder = Daemon::builder()
-        .plugins(&[plugin])
-        .policy(&policy)
-        .secrets("OPENWEATHER_API_KEY = \"test-owm-key\"\nNEWSAPI_KEY = \"test-news-key\"\n");
+    let mut builder = Daemon::builder().plugins(&[plugin]).policy(&policy).secrets(secrets);
     for host in hosts {
         builder = builder.proxy_host(host, &upstream.unwrap().target());
     }
@@ -202,12 +211,8 @@ async fn weather_upstream_failures_are_clear_errors() {
         assert!(r["error"].as_str().unwrap().contains(message), "{location}: {r}");
     }
     // A wrong key: the daemon supplies another value for the secret.
-    let d = Daemon::builder()
-        .plugins(&["weather"])
-        .policy(&format!("{}\n[plugins.weather]\n{WEATHER_GRANT}\n", common::DEFAULT_POLICY))
-        .secrets("OPENWEATHER_API_KEY = \"wrong-key\"\n")
-        .proxy_host("api.openweathermap.org", &owm.target())
-        .start()
+    let hosts = ["api.openweathermap.org"];
+    let d = daemon_with_secrets("weather", WEATHER_GRANT, &hosts, Some(&owm), "OPENWEATHER_API_KEY = \"wrong-key\"\n")
         .await;
     let r = d.exec("weather", json!({"location": "London"})).await;
     assert_eq!(r["status"], "error");
@@ -418,12 +423,7 @@ async fn news_in_python_under_the_same_sandbox() {
 async fn news_with_a_bad_key() {
     require_root!();
     let api = MockServer::start("127.0.0.2", newsapi);
-    let d = Daemon::builder()
-        .plugins(&["news"])
-        .policy(&format!("{}\n[plugins.news]\n{NEWS_GRANT}\n", common::DEFAULT_POLICY))
-        .secrets("NEWSAPI_KEY = \"wrong-news-key\"\n")
-        .proxy_host("newsapi.org", &api.target())
-        .start()
+    let d = daemon_with_secrets("news", NEWS_GRANT, &["newsapi.org"], Some(&api), "NEWSAPI_KEY = \"wrong-news-key\"\n")
         .await;
     let r = d.exec("news", json!({})).await;
     assert_eq!(r["status"], "error", "{r}");
