@@ -76,15 +76,47 @@ struct PolicyFile {
     sandbox: SandboxPolicy,
     /// Limits for plugins that declare none.
     #[serde(default)]
-    defaults: DeclaredLimits,
+    defaults: CheckedLimits,
     /// Upper bounds on every plugin's limits.
     #[serde(default)]
-    caps: DeclaredLimits,
+    caps: CheckedLimits,
     /// Denials for every plugin.
     #[serde(default)]
     deny: DenyRules,
     #[serde(default)]
-    plugins: BTreeMap<String, PluginPolicy>,
+    plugins: BTreeMap<PluginName, PluginPolicy>,
+}
+
+/// Limits checked as they are read, so a bad value is reported at its table's position.
+#[derive(Debug, Default)]
+struct CheckedLimits(DeclaredLimits);
+
+impl<'de> Deserialize<'de> for CheckedLimits {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let limits = DeclaredLimits::deserialize(d)?;
+        limits.check().map_err(|(field, message)| de::Error::custom(format!("`{field}` {message}")))?;
+        Ok(CheckedLimits(limits))
+    }
+}
+
+/// A `[plugins.<name>]` key, checked as it is read.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PluginName(String);
+
+impl<'de> Deserialize<'de> for PluginName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if !valid_name(&name) {
+            return Err(de::Error::custom(format!("{name:?} is not a valid plugin name (^[a-z][a-z0-9_-]{{0,63}}$)")));
+        }
+        Ok(PluginName(name))
+    }
+}
+
+impl std::borrow::Borrow<str> for PluginName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,7 +161,7 @@ struct PluginPolicy {
     #[serde(default)]
     secrets: Vec<Rule<SecretName>>,
     #[serde(default)]
-    caps: DeclaredLimits,
+    caps: CheckedLimits,
     #[serde(default)]
     deny: DenyRules,
     /// Non-secret settings passed to the plugin as the request's `config`.
@@ -263,21 +295,7 @@ impl PolicySet {
     }
 
     fn parse_file(file: &Path, text: &str) -> Result<PolicyFile, PolicyError> {
-        let parsed: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse(parse_error(file, text, &e)))?;
-        let invalid = |field: String, message: String| {
-            PolicyError::Parse(ManifestError::Invalid { file: file.to_path_buf(), field, message })
-        };
-        let mut limit_tables = vec![("defaults".to_string(), &parsed.defaults), ("caps".to_string(), &parsed.caps)];
-        for (name, plugin) in &parsed.plugins {
-            if !valid_name(name) {
-                return Err(invalid(format!("plugins.{name}"), "is not a valid plugin name".into()));
-            }
-            limit_tables.push((format!("plugins.{name}.caps"), &plugin.caps));
-        }
-        for (table, limits) in limit_tables {
-            limits.check().map_err(|(field, message)| invalid(format!("{table}.{field}"), message))?;
-        }
-        Ok(parsed)
+        toml::from_str(text).map_err(|e| PolicyError::Parse(parse_error(file, text, &e)))
     }
 
     fn source(file: &Path, rule: String, reason: Option<&String>) -> Source {
@@ -454,16 +472,16 @@ impl PolicySet {
         let mut sources = BTreeMap::new();
         let mut caps: Vec<(&DeclaredLimits, String)> = Vec::new();
         for (file, p) in &self.parsed {
-            caps.push((&p.caps, format!("{}: caps", file.display())));
+            caps.push((&p.caps.0, format!("{}: caps", file.display())));
             if let Some(pp) = p.plugins.get(plugin) {
-                caps.push((&pp.caps, format!("{}: plugins.{plugin}.caps", file.display())));
+                caps.push((&pp.caps.0, format!("{}: plugins.{plugin}.caps", file.display())));
             }
         }
         macro_rules! limit {
             ($field:ident, $lower:expr) => {{
                 let name = stringify!($field);
                 let default = self.parsed.iter().rev().find_map(|(file, p)| {
-                    p.defaults.$field.map(|v| (Some(v), format!("{}: defaults.{name}", file.display())))
+                    p.defaults.0.$field.map(|v| (Some(v), format!("{}: defaults.{name}", file.display())))
                 });
                 let (mut value, mut source) = match declared.$field {
                     Some(v) => (Some(v), "plugin.toml".to_string()),
@@ -519,7 +537,7 @@ impl PolicySet {
 
     /// Plugins that policy files name but no plugin folder provides: worth a warning.
     pub fn named_plugins(&self) -> impl Iterator<Item = (&Path, &str)> {
-        self.parsed.iter().flat_map(|(file, p)| p.plugins.keys().map(move |k| (file.as_path(), k.as_str())))
+        self.parsed.iter().flat_map(|(file, p)| p.plugins.keys().map(move |k| (file.as_path(), k.0.as_str())))
     }
 }
 
@@ -700,8 +718,9 @@ network = ["evil.example.com"]
             ("[plugins.w]\nnetwork = [12]\n", "a.toml:2:", "a string, or a table"),
             ("[caps]\nrate = \"lots\"\n", "a.toml:2:", "10/min"),
             ("[plugins.w]\nprivate_addresses = [\"10.0.0.0/40\"]\n", "a.toml:2:", "not an IP address"),
-            ("[caps]\ncpu = -1.0\n", "a.toml: field `caps.cpu`", "greater than 0"),
-            ("[plugins.Bad]\n", "a.toml: field `plugins.Bad`", "not a valid plugin name"),
+            ("[caps]\ncpu = -1.0\n", "a.toml:1:1", "`cpu` must be a share of one CPU greater than 0"),
+            ("[plugins.w]\ncaps = { pids = 0 }\n", "a.toml:2:8", "`pids` must be at least 1"),
+            ("[plugins.Bad]\n", "a.toml:1:10", "\"Bad\" is not a valid plugin name"),
         ];
         for (text, position, expected) in cases {
             let (_dir, set) = policies(&[("a.toml", text)]);
