@@ -68,6 +68,7 @@ impl From<SupervisorError> for ApiError {
             ShuttingDown => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", message),
             ExecutionNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", message),
             AlreadyFinished(_) => ApiError::new(StatusCode::CONFLICT, "execution_finished", message),
+            BackupNotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "backup_not_found", message),
             Registry(_) | TaskFailed => {
                 // Internal details go to the log, never to the client.
                 tracing::error!(error = %crate::runner::error_chain(&e), "internal error");
@@ -193,6 +194,31 @@ async fn enable(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<
     Ok(Json(s.set_enabled(&name, body.enabled)?))
 }
 
+async fn reload_plugin(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+    check_name(&name)?;
+    Ok(Json(json!(s.reload_plugin(&name).await?)))
+}
+
+async fn reload_all(State(s): Sup) -> Json<Value> {
+    Json(s.reload_all("API request").await)
+}
+
+async fn backups(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+    check_name(&name)?;
+    Ok(Json(s.backups(&name)?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    backup: String,
+}
+
+async fn rollback(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<RollbackBody>) -> ApiResult {
+    check_name(&name)?;
+    Ok(Json(json!(s.rollback(&name, &body.backup).await?)))
+}
+
 async fn plugin_stats(State(s): Sup, Path(name): Path<String>) -> ApiResult {
     check_name(&name)?;
     Ok(Json(s.plugin_stats(&name)?))
@@ -253,6 +279,10 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
         .route("/api/v1/plugins/{name}/execute", post(execute))
         .route("/api/v1/plugins/{name}/enable", put(enable))
         .route("/api/v1/plugins/{name}/stats", get(plugin_stats))
+        .route("/api/v1/plugins/reload-all", post(reload_all))
+        .route("/api/v1/plugins/{name}/reload", post(reload_plugin))
+        .route("/api/v1/plugins/{name}/backups", get(backups))
+        .route("/api/v1/plugins/{name}/rollback", post(rollback))
         .route("/api/v1/executions", get(list_executions))
         .route("/api/v1/executions/{id}", get(get_execution).delete(cancel_execution))
         .route("/api/v1/stats", get(stats))

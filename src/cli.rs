@@ -37,6 +37,17 @@ enum Command {
     Enable { name: String },
     /// Disable a plugin without unloading it (persisted across restarts).
     Disable { name: String },
+    /// Reload one plugin from its folder, or everything (policies, secrets, every plugin).
+    Reload {
+        /// The plugin; omit it (or give --all) to reload everything.
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// List the kept backups of a plugin (newest first).
+    Backups { name: String },
+    /// Restore a kept backup of a plugin (see `backups`).
+    Rollback { name: String, backup: String },
     /// Execute a plugin.
     Exec {
         name: String,
@@ -138,6 +149,14 @@ async fn run(cli: Cli, client: Client) -> ExitCode {
         Command::Plugins { command: PluginsCommand::List } => client.get("/api/v1/plugins").await,
         Command::Plugins { command: PluginsCommand::Info { name } } => {
             client.get(&format!("/api/v1/plugins/{name}")).await
+        }
+        Command::Reload { name: Some(name), .. } => {
+            client.post(&format!("/api/v1/plugins/{name}/reload"), &json!({})).await
+        }
+        Command::Reload { name: None, .. } => client.post("/api/v1/plugins/reload-all", &json!({})).await,
+        Command::Backups { name } => client.get(&format!("/api/v1/plugins/{name}/backups")).await,
+        Command::Rollback { name, backup } => {
+            client.post(&format!("/api/v1/plugins/{name}/rollback"), &json!({"backup": backup})).await
         }
         Command::Enable { name } => {
             client.put(&format!("/api/v1/plugins/{name}/enable"), &json!({"enabled": true})).await

@@ -37,6 +37,27 @@ pub struct Config {
     /// (`$CREDENTIALS_DIRECTORY`) are read too, and take precedence.
     pub secrets_file: Option<PathBuf>,
     pub proxy: ProxyConfig,
+    pub reload: ReloadConfig,
+}
+
+/// Hot reload of plugins and policies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch the plugins and policies directories (inotify) and reload on change.
+    pub watch: bool,
+    /// Quiet time after the last change before a reload starts.
+    pub debounce: Span,
+    /// Backups kept per plugin; older ones are pruned.
+    pub backups_kept: usize,
+    /// A new version that crashes in its first `probation` executions is rolled back.
+    pub probation: u32,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig { watch: true, debounce: Span(Duration::from_millis(250)), backups_kept: 5, probation: 3 }
+    }
 }
 
 /// The egress proxy every network-permitted plugin goes through.
@@ -117,6 +138,7 @@ impl Default for Config {
             runner: RunnerConfig::default(),
             secrets_file: None,
             proxy: ProxyConfig::default(),
+            reload: ReloadConfig::default(),
         }
     }
 }

@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use crate::config::Config;
 use crate::policy::PolicySet;
-use crate::registry::{Registry, ResolveContext};
+use crate::registry::Registry;
 use crate::secrets::Secrets;
 use crate::supervisor::{self, Supervisor};
 
@@ -34,6 +34,8 @@ pub enum DaemonError {
     Group(String),
     #[error("failed to set the owner or mode of {0}")]
     SocketPermissions(PathBuf, #[source] std::io::Error),
+    #[error("failed to handle signals")]
+    Signal(#[source] std::io::Error),
     #[error("failed to serve the API")]
     Serve(#[source] std::io::Error),
 }
@@ -49,12 +51,12 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     let policy = PolicySet::load(&config.policies_dir)?;
-    let api_version = semver::Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("semver");
     let proxy = crate::proxy::EgressProxy::new(&config.proxy)?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let secrets = Secrets::load(config.secrets_file.as_deref(), credentials.as_deref())?;
-    let ctx = ResolveContext { api_version: &api_version, policy: &policy, secrets: &secrets };
-    let registry = Registry::discover(&config.plugins_dir, &config.state_dir, ctx)?;
+    let registry = Registry::open(&config.state_dir)?;
+    let snapshots = config.state_dir.join(crate::supervisor::reload::SNAPSHOTS_DIR);
+    crate::snapshot::clear(&snapshots).map_err(|e| DaemonError::StateDir(snapshots.clone(), e))?;
     tracing::info!(
         kernel = %host.kernel,
         landlock_abi = ?host.landlock_abi,
@@ -78,10 +80,28 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             tracing::error!(%reason, "policy requirements are NOT met: every execution will be refused")
         }
     }
-    let enabled = registry.plugins.values().filter(|e| e.state == crate::registry::PluginState::Enabled).count();
-    tracing::info!(plugins = registry.plugins.len(), enabled, "plugins loaded");
-
     let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, secrets, registry, proxy);
+    // Every plugin goes through the same path as a reload: snapshot, checks, trial load.
+    supervisor.reload_all("start-up").await;
+    let (plugins, enabled) = supervisor.plugin_counts();
+    tracing::info!(plugins, enabled, "plugins loaded");
+    if config.reload.watch {
+        let (watched, debounce) = (supervisor.clone(), config.reload.debounce.0);
+        tokio::spawn(async move {
+            if let Err(e) = crate::watcher::run(watched, debounce).await {
+                tracing::error!(error = %crate::runner::error_chain(&e), "not watching for changes: reload with SIGHUP or the API");
+            }
+        });
+    }
+    // SIGHUP (`systemctl reload`) reloads everything.
+    let reloader = supervisor.clone();
+    let mut hangup =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signal)?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            reloader.reload_all("SIGHUP").await;
+        }
+    });
     let router = crate::api::router(supervisor.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

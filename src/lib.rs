@@ -30,5 +30,7 @@ pub mod registry;
 pub mod runner;
 pub mod sandbox;
 pub mod secrets;
+pub mod snapshot;
 pub mod supervisor;
 pub mod units;
+pub mod watcher;

@@ -146,13 +146,19 @@ fn contained_relative(path: &Path) -> bool {
 impl Manifest {
     /// Reads and validates `dir/plugin.toml`.
     pub fn load(dir: &Path) -> Result<Self, ManifestError> {
-        let file = dir.join(MANIFEST_FILE);
+        Self::load_as(dir, dir)
+    }
+
+    /// Reads `dir/plugin.toml` (a snapshot) but names `shown/plugin.toml` (the live folder it
+    /// was copied from) in errors.
+    pub fn load_as(dir: &Path, shown: &Path) -> Result<Self, ManifestError> {
+        let file = shown.join(MANIFEST_FILE);
         let read_error = |message: String| ManifestError::Read { file: file.clone(), message };
-        let meta = std::fs::metadata(&file).map_err(|e| read_error(e.to_string()))?;
+        let meta = std::fs::metadata(dir.join(MANIFEST_FILE)).map_err(|e| read_error(e.to_string()))?;
         if meta.len() > MAX_MANIFEST_BYTES {
             return Err(read_error(format!("larger than {MAX_MANIFEST_BYTES} bytes")));
         }
-        let text = std::fs::read_to_string(&file).map_err(|e| read_error(e.to_string()))?;
+        let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).map_err(|e| read_error(e.to_string()))?;
         Self::parse(&file, &text)
     }
 

@@ -1,7 +1,9 @@
-//! Plugin discovery, API compatibility, dependency resolution and enable/disable state.
+//! Plugins by name: each loaded version, its state and reason, API compatibility, permission
+//! grants, dependency resolution and the enabled/disabled choice.
 //!
 //! A broken plugin never stops the others: each folder becomes an entry with a state and a
-//! reason, and only `enabled` entries run.
+//! reason, and only `enabled` entries run. Versions are installed one folder at a time (at
+//! start-up and on every reload, see `supervisor::reload`); the registry only keeps the books.
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -15,14 +17,13 @@ use serde::{Deserialize, Serialize};
 use crate::manifest::{MANIFEST_FILE, Manifest, Runtime};
 use crate::policy::{Effective, PolicySet};
 use crate::secrets::Secrets;
+use crate::snapshot::{self, Snapshot};
 
 const ENABLED_STATE_FILE: &str = "enabled.json";
 const EVENTS_KEPT: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("failed to read the plugins directory {0}")]
-    ReadDir(PathBuf, #[source] std::io::Error),
     #[error("failed to read the enabled-state file {0}")]
     ReadState(PathBuf, #[source] std::io::Error),
     #[error("the enabled-state file {0} is malformed")]
@@ -33,12 +34,32 @@ pub enum RegistryError {
     NotFound(String),
 }
 
-/// One loaded, validated plugin version. Immutable: executions hold an `Arc` of it.
+/// One loaded, validated plugin version. Immutable: executions hold an `Arc` of it, and its
+/// snapshot (the files it runs from) lives as long as they do.
 #[derive(Debug)]
 pub struct LoadedPlugin {
     pub manifest: Manifest,
-    pub dir: PathBuf,
+    /// The live folder it was loaded from.
+    pub source: PathBuf,
+    pub snapshot: Snapshot,
     pub validator: jsonschema::Validator,
+}
+
+impl LoadedPlugin {
+    /// The immutable copy executions run from.
+    pub fn dir(&self) -> &Path {
+        &self.snapshot.dir
+    }
+
+    /// The version's identity: the SHA-256 of its files.
+    pub fn digest(&self) -> &str {
+        &self.snapshot.digest
+    }
+
+    /// The first 12 hex digits of the digest, as results show it.
+    pub fn short_digest(&self) -> &str {
+        &self.snapshot.digest[..12.min(self.snapshot.digest.len())]
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +91,12 @@ pub enum LifecycleEventKind {
     OnLoad,
     OnUnload,
     OnError,
+    /// A new version was installed.
+    Reloaded,
+    /// A reload was refused; the previous version (if any) keeps serving.
+    ReloadFailed,
+    /// A previous version was restored, automatically or by an admin.
+    RolledBack,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,19 +107,45 @@ pub struct LifecycleEvent {
     pub detail: String,
 }
 
+/// The first executions of a new version, watched for crashes; the previous version is kept
+/// to roll back to.
+#[derive(Debug)]
+pub struct Probation {
+    pub previous: Arc<LoadedPlugin>,
+    pub remaining: u32,
+}
+
 #[derive(Debug)]
 pub struct PluginEntry {
     pub name: String,
+    /// The live folder.
     pub dir: PathBuf,
     pub plugin: Option<Arc<LoadedPlugin>>,
     pub state: PluginState,
     pub reason: Option<String>,
     /// What policy allows it; `None` unless every declared permission is granted.
     pub effective: Option<Arc<Effective>>,
+    /// Why the last reload of this folder was refused, until one succeeds.
+    pub reload_error: Option<String>,
+    pub probation: Option<Probation>,
     pub events: VecDeque<LifecycleEvent>,
 }
 
 impl PluginEntry {
+    fn new(name: String, dir: PathBuf) -> Self {
+        PluginEntry {
+            name,
+            dir,
+            plugin: None,
+            state: PluginState::Invalid,
+            reason: None,
+            effective: None,
+            reload_error: None,
+            probation: None,
+            events: VecDeque::new(),
+        }
+    }
+
     pub fn record(&mut self, event: LifecycleEventKind, detail: impl Into<String>) {
         let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         if self.events.len() == EVENTS_KEPT {
@@ -109,40 +162,47 @@ pub struct Registry {
     state_file: PathBuf,
 }
 
-/// Loads one plugin folder: manifest, artifact presence, schema.
-fn load_plugin(dir: &Path) -> Result<LoadedPlugin, String> {
-    let manifest = Manifest::load(dir).map_err(|e| e.to_string())?;
+/// The plugin folders under `plugins_dir`: sub-folders holding a `plugin.toml`, not hidden.
+pub fn plugin_folders(plugins_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(plugins_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.join(MANIFEST_FILE).is_file())
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Loads one plugin version: a snapshot of the files of `read_from` (the live folder `source`,
+/// or a backup of it), then the manifest, the artifact's presence and the parameters' schema,
+/// all read from the snapshot. Errors name the live folder.
+pub fn load_plugin(read_from: &Path, source: &Path, snapshots: &Path) -> Result<LoadedPlugin, String> {
+    let snapshot = snapshot::take(read_from, snapshots).map_err(|e| crate::runner::error_chain(&e))?;
+    let dir = snapshot.dir.as_path();
+    let manifest = Manifest::load_as(dir, source).map_err(|e| e.to_string())?;
+    let shown = source.join(MANIFEST_FILE);
     match &manifest.runtime {
-        Runtime::Native { library } => {
-            let path = dir.join(library);
-            if !path.is_file() {
-                return Err(format!(
-                    "{}: native library {} not found (build the plugins first: `make plugins`)",
-                    dir.join(MANIFEST_FILE).display(),
-                    path.display()
-                ));
-            }
+        Runtime::Native { library } if !dir.join(library).is_file() => {
+            return Err(format!(
+                "{}: native library {} not found (build the plugins first: `make plugins`)",
+                shown.display(),
+                source.join(library).display()
+            ));
         }
-        Runtime::Exec { command } if command[0].contains('/') => {
-            if !dir.join(&command[0]).is_file() {
-                return Err(format!(
-                    "{}: command {} not found in the plugin folder",
-                    dir.join(MANIFEST_FILE).display(),
-                    command[0]
-                ));
-            }
+        Runtime::Exec { command } if command[0].contains('/') && !dir.join(&command[0]).is_file() => {
+            return Err(format!("{}: command {} not found in the plugin folder", shown.display(), command[0]));
         }
-        Runtime::Exec { .. } => {}
+        _ => {}
     }
     let validator = jsonschema::validator_for(&manifest.parameters)
-        .map_err(|e| format!("{}: field `parameters`: {e}", dir.join(MANIFEST_FILE).display()))?;
-    Ok(LoadedPlugin { manifest, dir: dir.to_path_buf(), validator })
+        .map_err(|e| format!("{}: field `parameters`: {e}", shown.display()))?;
+    Ok(LoadedPlugin { manifest, source: source.to_path_buf(), snapshot, validator })
 }
 
 impl Registry {
-    /// Scans `plugins_dir` (one plugin per sub-folder holding a `plugin.toml`) and resolves
-    /// every plugin. Only an unreadable directory or state file is an error.
-    pub fn discover(plugins_dir: &Path, state_dir: &Path, ctx: ResolveContext) -> Result<Self, RegistryError> {
+    /// An empty registry with the persisted enabled/disabled choices of `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Self, RegistryError> {
         let state_file = state_dir.join(ENABLED_STATE_FILE);
         let disabled = match std::fs::read(&state_file) {
             Ok(bytes) => {
@@ -151,62 +211,72 @@ impl Registry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(RegistryError::ReadState(state_file, e)),
         };
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(plugins_dir)
-            .map_err(|e| RegistryError::ReadDir(plugins_dir.to_path_buf(), e))?
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.is_dir() && p.join(MANIFEST_FILE).is_file())
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
-            .collect();
-        dirs.sort();
+        Ok(Registry { plugins: BTreeMap::new(), disabled, state_file })
+    }
 
-        let mut plugins = BTreeMap::new();
-        for dir in dirs {
-            let folder = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let (name, plugin, reason) = match load_plugin(&dir) {
-                Ok(p) => (p.manifest.name.clone(), Some(Arc::new(p)), None),
-                Err(reason) => (folder, None, Some(reason)),
-            };
-            let mut entry = PluginEntry {
-                name: name.clone(),
-                dir: dir.clone(),
-                state: if plugin.is_some() { PluginState::Enabled } else { PluginState::Invalid },
-                plugin,
-                reason,
-                effective: None,
-                events: VecDeque::new(),
-            };
-            if let Some(existing) = plugins.get(&name) {
-                let existing: &PluginEntry = existing;
-                entry.plugin = None;
+    /// The key of the entry for the live folder `source`.
+    pub fn key_for_source(&self, source: &Path) -> Option<String> {
+        self.plugins.iter().find(|(_, e)| e.dir == source).map(|(k, _)| k.clone())
+    }
+
+    pub fn sources(&self) -> Vec<PathBuf> {
+        self.plugins.values().map(|e| e.dir.clone()).collect()
+    }
+
+    /// Installs a version loaded from its folder, in place of the folder's current one (also
+    /// under a new name); returns the version it replaces. A name another folder already
+    /// provides makes this folder's entry invalid instead.
+    pub fn install(&mut self, plugin: Arc<LoadedPlugin>) -> Option<Arc<LoadedPlugin>> {
+        let name = plugin.manifest.name.clone();
+        let source = plugin.source.clone();
+        let mut carried = match self.key_for_source(&source) {
+            Some(key) if key != name => self.plugins.remove(&key),
+            _ => None,
+        };
+        if let Some(other) = self.plugins.get(&name).filter(|e| e.dir != source) {
+            let reason = format!("duplicate plugin name '{name}', already provided by {}", other.dir.display());
+            tracing::error!(plugin = %name, dir = %source.display(), "duplicate plugin name");
+            let mut entry = carried.take().unwrap_or_else(|| PluginEntry::new(name.clone(), source.clone()));
+            entry.plugin = None;
+            entry.state = PluginState::Invalid;
+            entry.reason = Some(reason);
+            self.plugins.insert(format!("{name}@{}", source.display()), entry);
+            return None;
+        }
+        let entry = self.plugins.entry(name.clone()).or_insert_with(|| match carried.take() {
+            Some(mut e) => {
+                e.name = name.clone();
+                e
+            }
+            None => PluginEntry::new(name.clone(), source),
+        });
+        entry.reload_error = None;
+        entry.plugin.replace(plugin)
+    }
+
+    /// Records that a folder holds no loadable plugin. A folder already serving a version keeps
+    /// it (a refused reload); any other becomes an `invalid` entry with the reason.
+    pub fn refuse(&mut self, source: &Path, reason: String) {
+        match self.key_for_source(source) {
+            Some(key) if self.plugins[&key].plugin.is_some() => {
+                let entry = self.plugins.get_mut(&key).expect("the key was just found");
+                entry.record(LifecycleEventKind::ReloadFailed, reason.clone());
+                entry.reload_error = Some(reason);
+            }
+            key => {
+                let folder = source.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let key = key.unwrap_or(folder);
+                let entry = self.plugins.entry(key.clone()).or_insert_with(|| PluginEntry::new(key, source.into()));
                 entry.state = PluginState::Invalid;
-                entry.reason =
-                    Some(format!("duplicate plugin name '{name}', already provided by {}", existing.dir.display()));
-                let key = format!("{name}@{}", dir.display());
-                tracing::error!(plugin = %name, dir = %dir.display(), "duplicate plugin name");
-                plugins.insert(key, entry);
-                continue;
-            }
-            plugins.insert(name, entry);
-        }
-        let mut registry = Registry { plugins, disabled, state_file };
-        registry.resolve(ctx);
-        for (file, name) in ctx.policy.named_plugins().filter(|(_, n)| !registry.plugins.contains_key(*n)) {
-            tracing::warn!(policy = %file.display(), plugin = %name, "policy names a plugin that is not installed");
-        }
-        for entry in registry.plugins.values_mut() {
-            match (&entry.plugin, entry.state) {
-                (Some(p), _) => {
-                    let detail = format!("version {} ({})", p.manifest.version, entry.state_label());
-                    tracing::info!(plugin = %entry.name, state = ?entry.state, reason = entry.reason.as_deref(), "on_load");
-                    entry.record(LifecycleEventKind::OnLoad, detail);
-                }
-                (None, _) => {
-                    tracing::error!(plugin = %entry.name, reason = entry.reason.as_deref(), "plugin not loaded")
-                }
+                entry.reason = Some(reason);
             }
         }
-        Ok(registry)
+    }
+
+    /// Forgets the folder `source` (deleted); running executions keep their version.
+    pub fn remove(&mut self, source: &Path) -> Option<PluginEntry> {
+        let key = self.key_for_source(source)?;
+        self.plugins.remove(&key)
     }
 
     /// Recomputes every state: API compatibility, permissions, then dependencies, then
@@ -383,7 +453,17 @@ mod tests {
     }
 
     fn discover(root: &Path, state: &Path) -> Registry {
-        Registry::discover(root, state, ctx(&PolicySet::default(), &Secrets::default())).unwrap()
+        let mut registry = Registry::open(state).unwrap();
+        for dir in plugin_folders(root).unwrap() {
+            match load_plugin(&dir, &dir, &state.join("snapshots")) {
+                Ok(p) => {
+                    registry.install(Arc::new(p));
+                }
+                Err(reason) => registry.refuse(&dir, reason),
+            }
+        }
+        registry.resolve(ctx(&PolicySet::default(), &Secrets::default()));
+        registry
     }
 
     fn state(r: &Registry, name: &str) -> (PluginState, String) {
@@ -443,5 +523,37 @@ mod tests {
         let r = discover(root.path(), state_dir.path());
         assert_eq!(state(&r, "one").0, PluginState::Disabled);
         assert!(r.plugins["one"].plugin.is_some(), "a disabled plugin stays loaded");
+    }
+
+    #[test]
+    fn installing_a_new_version_replaces_the_folder_s_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let state_dir = tempfile::tempdir().unwrap();
+        write_plugin(root.path(), "one", "1.0.0", "^1", &[]);
+        write_plugin(root.path(), "user", "1.0.0", "^1", &[("one", "^1")]);
+        let mut r = discover(root.path(), state_dir.path());
+        let snapshots = state_dir.path().join("snapshots");
+        let (policy, secrets) = (PolicySet::default(), Secrets::default());
+
+        write_plugin(root.path(), "one", "2.0.0", "^1", &[]);
+        let one = root.path().join("one");
+        let v2 = Arc::new(load_plugin(&one, &one, &snapshots).unwrap());
+        let v1 = r.install(v2.clone()).expect("the previous version is returned");
+        assert_eq!(v1.manifest.version, Version::new(1, 0, 0));
+        assert_ne!(v1.digest(), v2.digest());
+        r.resolve(ctx(&policy, &secrets));
+        assert_eq!(state(&r, "user"), (PluginState::Unresolved, "dependency 'one' requires ^1, found 2.0.0".into()));
+
+        // A refused reload keeps the version that serves.
+        r.refuse(&root.path().join("one"), "broken".into());
+        assert_eq!(r.plugins["one"].plugin.as_ref().unwrap().manifest.version, Version::new(2, 0, 0));
+        assert_eq!(r.plugins["one"].reload_error.as_deref(), Some("broken"));
+        let dir = v1.dir().to_path_buf();
+        drop(v1);
+        assert!(!dir.exists(), "the old version's snapshot goes with its last holder");
+
+        assert!(r.remove(&root.path().join("one")).is_some());
+        r.resolve(ctx(&policy, &secrets));
+        assert_eq!(state(&r, "user"), (PluginState::Unresolved, "dependency 'one' is not installed".into()));
     }
 }

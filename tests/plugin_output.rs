@@ -63,17 +63,23 @@ async fn libraries_that_cannot_be_loaded_are_refused_with_the_reason() {
     require_root!();
     let d = Daemon::with_plugins(&["abi_mismatch", "not_elf", "calculator"]).await;
 
-    // The version is checked before any other symbol is looked up: this library has no other.
-    let r = d.exec("abi_mismatch", json!({})).await;
-    assert_eq!(r["status"], "error", "{r}");
+    // Both are refused by their trial load, in a sandboxed runner, before they can serve. The
+    // version is checked before any other symbol is looked up: this library has no other.
+    let abi = d.get("/api/v1/plugins/abi_mismatch").await.body;
+    assert_eq!(abi["state"], "invalid", "{abi}");
     assert_eq!(
-        error(&r),
-        "failed to load the plugin: the plugin was built for ABI version 99, this runner speaks version 1"
+        abi["reason"],
+        "trial load failed: error: failed to load the plugin: the plugin was built for ABI version 99, this runner speaks version 1"
     );
-
-    let r = d.exec("not_elf", json!({})).await;
-    assert_eq!(r["status"], "error", "{r}");
-    assert!(error(&r).starts_with("failed to load the plugin: failed to load the plugin library"), "{r}");
+    let not_elf = d.get("/api/v1/plugins/not_elf").await.body;
+    assert_eq!(not_elf["state"], "invalid", "{not_elf}");
+    let reason = not_elf["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("trial load failed: error: failed to load the plugin: failed to load the plugin library"),
+        "{reason}"
+    );
+    let a = d.client().post("/api/v1/plugins/not_elf/execute", &json!({"parameters": {}})).await.unwrap();
+    assert_eq!(a.status, 409, "{}", a.body);
 
     let r = d.exec("calculator", json!({"expression": "1+1"})).await;
     assert_eq!(r["data"]["result"], 2, "the others still run: {r}");

@@ -92,6 +92,9 @@ pub struct ExecutionResult {
     pub id: String,
     pub plugin: String,
     pub plugin_version: String,
+    /// The first 12 hex digits of the SHA-256 of the version's files.
+    #[serde(default)]
+    pub plugin_digest: String,
     pub status: ExecutionStatus,
     pub data: Option<Value>,
     pub error: Option<String>,
@@ -114,6 +117,8 @@ pub struct ExecutionResult {
 #[derive(Debug, Clone)]
 pub struct ExecutionPlan {
     pub id: String,
+    /// `Execute`, or `Validate` for a trial load.
+    pub operation: Operation,
     pub plugin: Arc<LoadedPlugin>,
     pub parameters: Value,
     pub config: Value,
@@ -144,6 +149,7 @@ impl ExecutionPlan {
             id: self.id.clone(),
             plugin: self.plugin.manifest.name.clone(),
             plugin_version: self.plugin.manifest.version.to_string(),
+            plugin_digest: self.plugin.short_digest().to_string(),
             status,
             data: None,
             error: Some(error),
@@ -184,7 +190,7 @@ impl ExecutionPlan {
     fn runner_spec(&self, workspace: Option<&Workspace>) -> RunnerSpec {
         let request = Request {
             protocol: PROTOCOL_VERSION,
-            operation: Operation::Execute,
+            operation: self.operation,
             execution_id: self.id.clone(),
             parameters: self.parameters.clone(),
             config: self.config.clone(),
@@ -192,7 +198,7 @@ impl ExecutionPlan {
         let fallback = self.cgroups.is_none();
         RunnerSpec {
             execution_id: self.id.clone(),
-            plugin_dir: self.plugin.dir.clone(),
+            plugin_dir: self.plugin.dir().to_path_buf(),
             runtime: match &self.plugin.manifest.runtime {
                 Runtime::Native { library } => RuntimeSpec::Native { library: library.clone() },
                 Runtime::Exec { command } => RuntimeSpec::Exec { argv: command.clone() },
@@ -789,6 +795,7 @@ mod tests {
             id: "x".into(),
             plugin: "p".into(),
             plugin_version: "1.0.0".into(),
+            plugin_digest: String::new(),
             status: ExecutionStatus::Running,
             data: None,
             error: None,

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod execution;
 pub mod monitor;
 pub mod pool;
+pub mod reload;
 pub mod workspace;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -21,10 +22,12 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::layers::{HostSupport, probe_missing_capabilities, probe_namespaces, probe_seccomp};
+use crate::policy::Effective;
 use crate::policy::PolicySet;
-use crate::registry::{LifecycleEventKind, PluginState, Registry, RegistryError, ResolveContext};
+use crate::registry::{LifecycleEventKind, LoadedPlugin, PluginState, Registry, RegistryError, ResolveContext};
 use crate::secrets::Secrets;
 use execution::{ExecutionPlan, ExecutionResult, ExecutionStatus};
+use ironclaw_plugin_sdk::Operation;
 
 const LATENCIES_KEPT: usize = 1024;
 /// Under the state directory: one workspace per plugin that is granted one.
@@ -48,6 +51,8 @@ pub enum SupervisorError {
     ExecutionNotFound(String),
     #[error("execution '{0}' has already finished")]
     AlreadyFinished(String),
+    #[error("plugin '{plugin}' has no backup '{backup}'")]
+    BackupNotFound { plugin: String, backup: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("the execution task failed")]
@@ -147,9 +152,13 @@ pub struct Supervisor {
     config: Config,
     api_version: Version,
     host: HostSupport,
-    policy: PolicySet,
-    secrets: Secrets,
+    policy: RwLock<Arc<PolicySet>>,
+    /// Why the last policy reload was refused (the previous set stays active).
+    policy_error: Mutex<Option<String>>,
+    secrets: RwLock<Arc<Secrets>>,
     proxy: Arc<crate::proxy::EgressProxy>,
+    /// Reloads run one at a time.
+    reload_lock: tokio::sync::Mutex<()>,
     cgroups: Option<cgroup::CgroupRoot>,
     runners: Arc<pool::RunnerPool>,
     registry: RwLock<Registry>,
@@ -183,9 +192,11 @@ impl Supervisor {
         Arc::new(Supervisor {
             api_version: Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("the SDK's API version is semver"),
             host,
-            policy,
-            secrets,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_error: Mutex::new(None),
+            secrets: RwLock::new(Arc::new(secrets)),
             proxy,
+            reload_lock: tokio::sync::Mutex::new(()),
             cgroups,
             // More waiting runners than can ever run at once would only cost memory.
             runners: pool::RunnerPool::start(config.runner.prestarted.min(n)),
@@ -215,12 +226,23 @@ impl Supervisor {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn resolve_context(&self) -> ResolveContext<'_> {
-        ResolveContext { api_version: &self.api_version, policy: &self.policy, secrets: &self.secrets }
+    fn policy(&self) -> Arc<PolicySet> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn secrets(&self) -> Arc<Secrets> {
+        self.secrets.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Runs `f` with what resolving plugin states depends on, as it is now.
+    fn with_context<R>(&self, f: impl FnOnce(ResolveContext) -> R) -> R {
+        let (policy, secrets) = (self.policy(), self.secrets());
+        f(ResolveContext { api_version: &self.api_version, policy: &policy, secrets: &secrets })
     }
 
     pub fn system(&self) -> Value {
-        let requirements = &self.policy.requirements;
+        let policy = self.policy();
+        let requirements = &policy.requirements;
         let refusal = requirements.check_host(&self.host).err();
         let layer = |on: bool| if on { "enforced" } else { "unavailable" };
         json!({
@@ -253,7 +275,8 @@ impl Supervisor {
                 },
             },
             "policy": {
-                "files": self.policy.files,
+                "files": policy.files,
+                "reload_error": *lock(&self.policy_error),
                 "require": requirements.layers,
                 "landlock_min_abi": requirements.landlock_min_abi,
                 "executions_allowed": refusal.is_none(),
@@ -275,8 +298,14 @@ impl Supervisor {
                 "static_hosts": self.config.proxy.hosts.len(),
             },
             // Names only: values never leave the daemon but for the plugins granted them.
-            "secrets_available": self.secrets.names(),
+            "secrets_available": self.secrets().names(),
         })
+    }
+
+    /// How many plugins are known, and how many are enabled.
+    pub fn plugin_counts(&self) -> (usize, usize) {
+        let reg = self.registry();
+        (reg.plugins.len(), reg.plugins.values().filter(|e| e.state == PluginState::Enabled).count())
     }
 
     pub fn list_plugins(&self) -> Value {
@@ -332,7 +361,7 @@ impl Supervisor {
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Value, SupervisorError> {
         let mut reg = self.registry_mut();
-        let state = reg.set_enabled(name, enabled, self.resolve_context())?;
+        let state = self.with_context(|ctx| reg.set_enabled(name, enabled, ctx))?;
         tracing::info!(plugin = %name, enabled, ?state, "admin changed the enabled state");
         let reason = reg.plugins.get(name).and_then(|e| e.reason.clone());
         Ok(json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}))
@@ -372,7 +401,7 @@ impl Supervisor {
         // A cached result costs no runner and no rate-limit token.
         let cache_key = effective.limits.cache_ttl.map(|_| {
             let m = &plugin.manifest;
-            admission::cache_key(&m.name, &m.version.to_string(), &parameters, &effective.config)
+            admission::cache_key(&m.name, plugin.digest(), &parameters, &effective.config)
         });
         if let Some(key) = &cache_key
             && let Some(mut hit) = lock(&self.cache).get(key, std::time::Instant::now())
@@ -388,16 +417,29 @@ impl Supervisor {
             lock(&self.stats).entry(name.to_string()).or_default().rate_limited += 1;
             return Err(SupervisorError::RateLimited { name: name.into(), rate, retry_after });
         }
+        let plan = self.plan(plugin, effective, parameters, Operation::Execute);
+        self.launch(plan, cache_key, true, wait).await
+    }
+
+    /// Everything one execution of `plugin` needs, from its effective permissions.
+    fn plan(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        effective: Arc<Effective>,
+        parameters: Value,
+        operation: Operation,
+    ) -> ExecutionPlan {
+        let secrets = self.secrets();
         let secrets = crate::secrets::SecretEnv(
             effective
                 .secrets
                 .iter()
-                .filter_map(|s| Some((s.value.0.clone(), self.secrets.get(&s.value.0)?.value.clone())))
+                .filter_map(|s| Some((s.value.0.clone(), secrets.get(&s.value.0)?.value.clone())))
                 .collect(),
         );
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let mut plan = ExecutionPlan {
-            id: id.clone(),
+        ExecutionPlan {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            operation,
             limits: effective.limits,
             plugin,
             parameters,
@@ -408,17 +450,32 @@ impl Supervisor {
             proxy: self.proxy.clone(),
             uid: 0,
             uid_base: self.config.runner.uid_base,
-            requirements: self.policy.requirements.clone(),
+            requirements: self.policy().requirements.clone(),
             cgroups: self.cgroups.clone(),
             kill_grace: self.config.executions.kill_grace.0,
             monitor_interval: self.config.executions.monitor_interval.0,
             extra_read_paths: self.config.runner.extra_read_paths.clone(),
-        };
+        }
+    }
 
-        // Fail closed before spawning anything when the host cannot give what policy demands.
-        if let Err(reason) = self.policy.requirements.check_host(&self.host) {
+    /// Runs a plan: fails closed when the host cannot give what policy demands, waits for a
+    /// slot, and runs it in a task of its own (a client that goes away never leaves a runner
+    /// un-reaped). `record`: an execution callers see (table, statistics, cache, lifecycle);
+    /// trial loads are not.
+    async fn launch(
+        self: &Arc<Self>,
+        mut plan: ExecutionPlan,
+        cache_key: Option<String>,
+        record: bool,
+        wait: Wait,
+    ) -> Result<Started, SupervisorError> {
+        let id = plan.id.clone();
+        let name = plan.plugin.manifest.name.clone();
+        if let Err(reason) = plan.requirements.check_host(&self.host) {
             let result = plan.refused(ExecutionStatus::Denied, reason);
-            self.finish(result.clone());
+            if record {
+                self.finish(result.clone());
+            }
             return Ok(Started::Finished(Box::new(result)));
         }
 
@@ -436,16 +493,16 @@ impl Supervisor {
         };
         plan.uid = lock(&self.free_uids).pop().expect("one uid per semaphore permit");
         let (cancel_tx, cancel_rx) = watch::channel(false);
-        lock(&self.executions).running.insert(
-            id.clone(),
-            Running { plugin: name.to_string(), started_at: execution::unix_ms(), cancel: cancel_tx },
-        );
+        if record {
+            lock(&self.executions).running.insert(
+                id.clone(),
+                Running { plugin: name.clone(), started_at: execution::unix_ms(), cancel: cancel_tx },
+            );
+        }
 
-        // The execution runs in its own task: a client that goes away never leaves a runner
-        // un-reaped.
         let (done_tx, done_rx) = oneshot::channel();
         let this = self.clone();
-        let span = tracing::info_span!("execution", id = %id, plugin = %name, uid = plan.uid);
+        let span = tracing::info_span!("execution", id = %id, plugin = %name, uid = plan.uid, trial = !record);
         tokio::spawn(
             async move {
                 tracing::debug!("starting");
@@ -458,7 +515,9 @@ impl Supervisor {
                 if let (Some(key), Some(ttl), ExecutionStatus::Success) = (cache_key, ttl, result.status) {
                     lock(&this.cache).put(key, ttl.0, result.clone(), std::time::Instant::now());
                 }
-                this.finish(result.clone());
+                if record {
+                    this.finish(result.clone());
+                }
                 let _ = done_tx.send(result);
             }
             .instrument(span),
@@ -502,6 +561,7 @@ impl Supervisor {
             tracing::warn!(plugin = %result.plugin, id = %result.id, "on_error");
             entry.record(LifecycleEventKind::OnError, detail);
         }
+        self.check_probation(&result);
         lock(&self.stats).entry(result.plugin.clone()).or_default().record(&result);
         let mut table = lock(&self.executions);
         table.running.remove(&result.id);
