@@ -248,7 +248,10 @@ fn report(cli: &Cli, answer: Answer) -> ExitCode {
         print!("{}", render(&cli.command, &body));
     }
     let failed_execution = matches!(cli.command, Command::Exec { detach: false, .. }) && body["status"] != "success";
-    if failed_execution { ExitCode::from(EXIT_FAILURE) } else { ExitCode::SUCCESS }
+    let failed_reload = body["result"] == "failed"
+        || body["policy"]["result"] == "failed"
+        || body["plugins"].as_array().is_some_and(|ps| ps.iter().any(|p| p["result"] == "failed"));
+    if failed_execution || failed_reload { ExitCode::from(EXIT_FAILURE) } else { ExitCode::SUCCESS }
 }
 
 fn text(v: &Value) -> String {
@@ -364,11 +367,49 @@ fn render(command: &Command, body: &Value) -> String {
             );
             out
         }
+        Command::Reload { name: Some(_), .. } | Command::Rollback { .. } => reload_outcome(body),
+        Command::Reload { name: None, .. } => {
+            let mut out = key_values(vec![
+                ("policies", text(&body["policy"]["result"])),
+                ("secrets", text(&body["secrets"]["result"])),
+            ]);
+            for failed in [&body["policy"]["reason"], &body["secrets"]["reason"]].into_iter().filter(|r| !r.is_null()) {
+                out += &format!("refused: {}\n", text(failed));
+            }
+            let rows = body["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| vec![text(&p["plugin"]), text(&p["result"]), text(&p["version"]), text(&p["reason"])]);
+            out + &table(&["plugin", "result", "version", "reason"], rows.collect())
+        }
+        Command::Backups { .. } => table(
+            &["id", "version", "digest"],
+            body["backups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|b| vec![text(&b["id"]), text(&b["version"]), text(&b["digest"])])
+                .collect(),
+        ),
         _ => format!("{}\n", serde_json::to_string_pretty(body).unwrap_or_default()),
     }
 }
 
-/// Reports what this host supports, without a daemon.
+fn reload_outcome(body: &Value) -> String {
+    let mut pairs = vec![
+        ("plugin", text(&body["plugin"])),
+        ("result", text(&body["result"])),
+        ("version", format!("{} ({})", text(&body["version"]), text(&body["digest"]))),
+    ];
+    for (key, field) in [("previous", "previous_version"), ("backup", "backup"), ("reason", "reason")] {
+        if !body[field].is_null() {
+            pairs.push((key, text(&body[field])));
+        }
+    }
+    key_values(pairs)
+}
+
 /// `ironclaw policy check`: every policy file parsed, every plugin's effective permissions.
 fn policy_check(dir: &std::path::Path, plugins_dir: &std::path::Path, as_json: bool) -> ExitCode {
     let policy = match crate::policy::PolicySet::load(dir) {
@@ -462,6 +503,7 @@ fn source(s: &Value) -> String {
     out
 }
 
+/// Reports what this host supports, without a daemon.
 fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
     let (host, _) = crate::supervisor::probe_host();
     let policy = crate::policy::PolicySet::load(policies);

@@ -195,6 +195,15 @@ pub fn load_plugin(read_from: &Path, source: &Path, snapshots: &Path) -> Result<
         }
         _ => {}
     }
+    let artifact = match &manifest.runtime {
+        Runtime::Native { library } => Some(dir.join(library)),
+        Runtime::Exec { command } if command[0].contains('/') => Some(dir.join(&command[0])),
+        Runtime::Exec { .. } => None,
+    };
+    if let Some(artifact) = artifact {
+        snapshot::check_elf_complete(&artifact)
+            .map_err(|e| e.replace(&dir.display().to_string(), &source.display().to_string()))?;
+    }
     let validator = jsonschema::validator_for(&manifest.parameters)
         .map_err(|e| format!("{}: field `parameters`: {e}", shown.display()))?;
     Ok(LoadedPlugin { manifest, source: source.to_path_buf(), snapshot, validator })

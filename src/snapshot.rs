@@ -134,6 +134,38 @@ pub fn take(source: &Path, root: &Path) -> Result<Snapshot, SnapshotError> {
     Ok(snapshot)
 }
 
+/// Refuses an ELF file that ends before what its headers describe: the section header table (at
+/// the end of files that linkers write), every program segment and every section. A copy or a
+/// build writing the file in place looks exactly like this until it is done. Other files pass.
+pub fn check_elf_complete(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Ok(());
+    }
+    let truncated = |what: &str| {
+        format!("{} is truncated ({what} lies past its {} bytes): a write in progress?", path.display(), bytes.len())
+    };
+    let len = bytes.len() as u64;
+    let header = goblin::elf::Elf::parse_header(&bytes).map_err(|_| truncated("the ELF header"))?;
+    let table_end = |offset: u64, count: u16, size: u16| offset.saturating_add(u64::from(count) * u64::from(size));
+    if table_end(header.e_shoff, header.e_shnum, header.e_shentsize) > len {
+        return Err(truncated("the section header table"));
+    }
+    if table_end(header.e_phoff, header.e_phnum, header.e_phentsize) > len {
+        return Err(truncated("the program header table"));
+    }
+    let elf =
+        goblin::elf::Elf::parse(&bytes).map_err(|e| format!("{} is not a valid ELF file: {e}", path.display()))?;
+    if elf.program_headers.iter().any(|ph| ph.p_offset.saturating_add(ph.p_filesz) > len) {
+        return Err(truncated("a program segment"));
+    }
+    let nobits = goblin::elf::section_header::SHT_NOBITS;
+    if elf.section_headers.iter().any(|sh| sh.sh_type != nobits && sh.sh_offset.saturating_add(sh.sh_size) > len) {
+        return Err(truncated("a section"));
+    }
+    Ok(())
+}
+
 /// Copies an immutable directory tree (a snapshot, for a backup) to `to`.
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
@@ -183,5 +215,21 @@ mod tests {
 
         std::os::unix::fs::symlink("/etc/passwd", source.path().join("escape")).unwrap();
         assert!(matches!(take(source.path(), root.path()), Err(SnapshotError::LinkOut(_))));
+    }
+
+    #[test]
+    fn truncated_elf_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let file = dir.path().join("lib.so");
+        std::fs::write(&file, &whole).unwrap();
+        assert_eq!(check_elf_complete(&file), Ok(()));
+        for cut in [10, 100, whole.len() / 4, whole.len() - 1] {
+            std::fs::write(&file, &whole[..cut]).unwrap();
+            let err = check_elf_complete(&file).unwrap_err();
+            assert!(err.contains("truncated") || err.contains("not a valid ELF"), "{cut}: {err}");
+        }
+        std::fs::write(&file, "#!/bin/sh\n").unwrap();
+        assert_eq!(check_elf_complete(&file), Ok(()), "not ELF: not this check's business");
     }
 }

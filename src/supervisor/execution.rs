@@ -505,12 +505,12 @@ impl Execution {
                             Event::Stop(ExecutionStatus::Error, false)
                         }
                         Ok(Some(usage)) => {
-                            peak.rss_bytes = peak.rss_bytes.max(usage.rss_bytes);
+                            peak.memory_bytes = peak.memory_bytes.max(usage.memory_bytes);
                             peak.cpu_time_ms = peak.cpu_time_ms.max(usage.cpu_time_ms);
                             if let Some(pause) = throttle.update(usage.cpu_time_ms, Instant::now()) {
                                 self.signal_inner(if pause { sys::SIGNAL_PAUSE } else { sys::SIGNAL_RESUME });
                             }
-                            if usage.rss_bytes > plan.limits.memory.0 {
+                            if usage.memory_bytes > plan.limits.memory.0 {
                                 Event::Stop(ExecutionStatus::MemoryLimit, false)
                             } else if usage.cpu_time_ms > plan.limits.cpu_time.0.as_millis() as u64 {
                                 Event::Stop(ExecutionStatus::CpuLimit, false)
@@ -575,7 +575,10 @@ impl Execution {
             max_rss_bytes: 0,
         });
         result.cpu_time_ms = cg_cpu.unwrap_or(reaped.cpu_time_ms.max(peak.cpu_time_ms));
-        result.peak_memory_bytes = cg_peak.unwrap_or(reaped.max_rss_bytes.max(peak.rss_bytes));
+        // Under the fallback, the monitor's measure (anonymous + shared memory), which the limit
+        // applies to; for an execution shorter than one sample, the kernel's maximum RSS.
+        let sampled = Some(peak.memory_bytes).filter(|m| *m > 0);
+        result.peak_memory_bytes = cg_peak.or(sampled).unwrap_or(reaped.max_rss_bytes);
 
         let (status, error) = classify(&Outcome {
             kill_reason,
@@ -583,6 +586,7 @@ impl Execution {
             setup_failed,
             reaped,
             memory_limit: plan.limits.memory.0,
+            peak_memory: cg_peak.unwrap_or(peak.memory_bytes),
             cpu_limit_ms: plan.limits.cpu_time.0.as_millis() as u64,
             output_too_large: stdout_overflow || report.too_large,
             ipc_garbage: report.garbage,
@@ -641,6 +645,8 @@ struct Outcome {
     setup_failed: Option<(String, String)>,
     reaped: sys::Reaped,
     memory_limit: u64,
+    /// The cgroup's peak, or the monitor's (anonymous + shared memory).
+    peak_memory: u64,
     cpu_limit_ms: u64,
     output_too_large: bool,
     ipc_garbage: Option<String>,
@@ -702,7 +708,9 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
         if cpu_killed {
             return (CpuLimit, Some(format!("the execution exceeded its CPU time limit of {} ms", o.cpu_limit_ms)));
         }
-        if o.reaped.max_rss_bytes >= o.memory_limit / 10 * 9 {
+        // Killed by a signal near its memory limit: an allocation that failed (RLIMIT_AS) and
+        // aborted, or the monitor's kill racing the exit.
+        if o.peak_memory >= o.memory_limit / 10 * 9 {
             return (MemoryLimit, Some(format!("the execution died at its memory limit of {} bytes", o.memory_limit)));
         }
         let name = signal_name(s);
@@ -755,6 +763,7 @@ mod tests {
             setup_failed: None,
             reaped: sys::Reaped { exit_code: Some(0), signal: None, cpu_time_ms: 5, max_rss_bytes: 1 << 20 },
             memory_limit: 64 << 20,
+            peak_memory: 1 << 20,
             cpu_limit_ms: 1000,
             output_too_large: false,
             ipc_garbage: None,

@@ -340,6 +340,9 @@ impl Supervisor {
             "state": e.state,
             "reason": e.reason,
             "manifest": m,
+            "digest": e.plugin.as_ref().map(|p| p.short_digest()),
+            "reload_error": e.reload_error,
+            "on_probation": e.probation.as_ref().map(|p| json!({"executions_left": p.remaining, "previous_version": p.previous.manifest.version.to_string()})),
             "declared_permissions": m.map(|m| &m.permissions),
             // Only for a plugin whose every declaration is granted; each entry names its rule.
             "effective_permissions": e.effective.as_ref().map(|eff| json!({

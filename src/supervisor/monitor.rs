@@ -5,27 +5,34 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Resident memory and CPU time summed over every process of the sandbox.
+/// Memory of the plugin's processes and CPU time of every process of the sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    pub rss_bytes: u64,
+    /// Resident anonymous and shared-memory pages (`RssAnon` + `RssShmem`): what the plugin
+    /// allocated, including memfd and shm mappings. Not file-backed pages (the runner's binary,
+    /// the plugin's library), which are shared, reclaimable page cache.
+    pub memory_bytes: u64,
     pub cpu_time_ms: u64,
-}
-
-fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as u64)
 }
 
 fn clock_ticks() -> u64 {
     nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().map_or(100, |v| v as u64)
 }
 
-/// Reads one `/proc/<pid>` directory: resident pages from `statm`; from `stat`, the CPU time of
-/// the process and of its children it has reaped. Summed over the live processes of a sandbox,
-/// that counts every process once, exited ones included (pid 1 reaps the orphans).
-fn read_process(dir: &Path, page: u64, ticks: u64) -> Option<Usage> {
-    let statm = std::fs::read_to_string(dir.join("statm")).ok()?;
-    let resident: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+/// Reads one `/proc/<pid>` directory: anonymous and shared-memory resident sizes from
+/// `status`; from `stat`, the CPU time of the process and of its children it has reaped. Summed
+/// over the live processes of a sandbox, that counts every process once, exited ones included
+/// (pid 1 reaps the orphans).
+fn read_process(dir: &Path, ticks: u64) -> Option<Usage> {
+    let status = std::fs::read_to_string(dir.join("status")).ok()?;
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let memory_bytes = (kib("RssAnon:") + kib("RssShmem:")) * 1024;
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command name: state is field 3, then utime 14, stime 15, cutime 16, cstime 17.
@@ -33,7 +40,7 @@ fn read_process(dir: &Path, page: u64, ticks: u64) -> Option<Usage> {
     for field in 11..=14 {
         ticks_used += fields.get(field)?.parse::<u64>().ok()?;
     }
-    Some(Usage { rss_bytes: resident * page, cpu_time_ms: ticks_used * 1000 / ticks })
+    Some(Usage { memory_bytes, cpu_time_ms: ticks_used * 1000 / ticks })
 }
 
 /// The period over which the fallback holds a sandbox to its CPU share (cgroup v2's default
@@ -87,7 +94,7 @@ impl CpuThrottle {
 /// (reaching another uid's `/proc/<pid>/root` needs CAP_SYS_PTRACE): the limits cannot be
 /// enforced, and the caller must not carry on as if they were.
 pub fn sample(inner: i32) -> std::io::Result<Option<Usage>> {
-    let (page, ticks) = (page_size(), clock_ticks());
+    let ticks = clock_ticks();
     let own_proc = format!("/proc/{inner}/root/proc");
     let mut total = Usage::default();
     let mut seen = false;
@@ -102,10 +109,16 @@ pub fn sample(inner: i32) -> std::io::Result<Option<Usage>> {
     let sandbox_procfs = matches!((sandbox_device, device("/proc")), (Some(a), Ok(b)) if a != b);
     if let Some(entries) = sandbox_procfs.then(|| std::fs::read_dir(&own_proc).ok()).flatten() {
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())
-                && let Some(u) = read_process(&entry.path(), page, ticks)
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.bytes().all(|b| b.is_ascii_digit())
+                && let Some(u) = read_process(&entry.path(), ticks)
             {
-                total.rss_bytes += u.rss_bytes;
+                // The sandbox's init (pid 1) is ours, a copy of the runner sharing its pages
+                // with the plugin: its memory is not the plugin's (counting it would count the
+                // shared pages twice). Its CPU time is, for it reaps the plugin's orphans.
+                if name != "1" {
+                    total.memory_bytes += u.memory_bytes;
+                }
                 total.cpu_time_ms += u.cpu_time_ms;
                 seen = true;
             }
@@ -113,7 +126,7 @@ pub fn sample(inner: i32) -> std::io::Result<Option<Usage>> {
     }
     if !seen {
         // Before the sandbox mounted its procfs, it is a single process.
-        return Ok(read_process(Path::new(&format!("/proc/{inner}")), page, ticks));
+        return Ok(read_process(Path::new(&format!("/proc/{inner}")), ticks));
     }
     Ok(Some(total))
 }
@@ -155,7 +168,7 @@ mod tests {
 
     #[test]
     fn samples_this_process() {
-        let me = read_process(Path::new("/proc/self"), page_size(), clock_ticks()).unwrap();
-        assert!(me.rss_bytes > 0);
+        let me = read_process(Path::new("/proc/self"), clock_ticks()).unwrap();
+        assert!(me.memory_bytes > 0);
     }
 }

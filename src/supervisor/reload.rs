@@ -150,6 +150,12 @@ impl Supervisor {
             reg.key_for_source(folder).and_then(|k| reg.plugins[&k].plugin.clone())
         };
         if current.as_ref().is_some_and(|c| c.digest() == candidate.digest()) && folder == read_from {
+            // The folder is back to the version that serves: an earlier refusal is moot.
+            let key = self.registry().key_for_source(folder);
+            let mut reg = self.registry_mut();
+            if let Some(entry) = key.and_then(|k| reg.plugins.get_mut(&k)) {
+                entry.reload_error = None;
+            }
             return ReloadOutcome::new(folder, "unchanged").of(&candidate);
         }
         // API compatibility, dependencies and policy, then the trial load. A new version that
