@@ -37,6 +37,7 @@ lint:
 ## Latency, throughput and memory of the daemon (see README.md for the figures).
 bench: build plugins
 	$(CARGO) bench --bench execute
+	$(CARGO) bench --bench reload
 
 clean:
 	$(CARGO) clean
