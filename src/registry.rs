@@ -95,6 +95,8 @@ pub enum LifecycleEventKind {
     Reloaded,
     /// A reload was refused; the previous version (if any) keeps serving.
     ReloadFailed,
+    /// A reload found the version that already serves.
+    ReloadUnchanged,
     /// A previous version was restored, automatically or by an admin.
     RolledBack,
 }

@@ -253,6 +253,9 @@ async fn backups_are_kept_pruned_and_restorable() {
     }
     let a = d.client().post("/api/v1/plugins/calculator/reload", &json!({})).await.unwrap();
     assert_eq!(a.body["result"], "unchanged", "{}", a.body);
+    let info = d.get("/api/v1/plugins/calculator").await.body;
+    let last = info["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["event"], "reload_unchanged", "every reload's result is in the history: {info}");
 
     let list = d.get("/api/v1/plugins/calculator/backups").await.body;
     let kept: Vec<&str> = list["backups"].as_array().unwrap().iter().map(|b| b["version"].as_str().unwrap()).collect();

@@ -155,6 +155,8 @@ impl Supervisor {
             let mut reg = self.registry_mut();
             if let Some(entry) = key.and_then(|k| reg.plugins.get_mut(&k)) {
                 entry.reload_error = None;
+                let detail = format!("version {} ({})", candidate.manifest.version, candidate.short_digest());
+                entry.record(LifecycleEventKind::ReloadUnchanged, detail);
             }
             return ReloadOutcome::new(folder, "unchanged").of(&candidate);
         }
