@@ -8,7 +8,19 @@ TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 # Native plugins: cargo package -> library file copied into the plugin folder.
 NATIVE_PLUGINS := calculator file_ops weather web_search
 
-.PHONY: all build plugins run test lint bench clean
+# Installation: `make install` (as root), `make install DESTDIR=/tmp/root PREFIX=/usr`.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+BINDIR := $(DESTDIR)$(PREFIX)/bin
+PLUGINDIR := $(DESTDIR)$(PREFIX)/lib/ironclaw/plugins
+UNITDIR := $(DESTDIR)$(PREFIX)/lib/systemd/system
+DOCDIR := $(DESTDIR)$(PREFIX)/share/doc/ironclaw
+CONFDIR := $(DESTDIR)$(SYSCONFDIR)/ironclaw
+# Every plugin folder of plugins/ (a folder with a plugin.toml).
+ALL_PLUGINS := $(patsubst plugins/%/plugin.toml,%,$(wildcard plugins/*/plugin.toml))
+
+.PHONY: all build plugins run test lint bench clean install uninstall
 
 all: build plugins
 
@@ -38,6 +50,46 @@ lint:
 bench: build plugins
 	$(CARGO) bench --bench execute
 	$(CARGO) bench --bench reload
+
+## Installs the release build: binaries, plugins (manifest, artifact, scripts; no sources),
+## units, the default policies and config (an admin's edited file is kept; the new default is
+## put beside it as *.dist), and the README.
+install: build plugins
+	install -d $(BINDIR) $(PLUGINDIR) $(UNITDIR) $(DOCDIR) $(CONFDIR)/policies
+	install -m 0755 $(TARGET_DIR)/ironclawd $(TARGET_DIR)/ironclaw $(BINDIR)/
+	for p in $(ALL_PLUGINS); do \
+	  install -d $(PLUGINDIR)/$$p; \
+	  for f in plugins/$$p/*; do \
+	    case "$$f" in */src|*/Cargo.toml|*/target) continue;; esac; \
+	    [ -f "$$f" ] && install -m 0644 "$$f" $(PLUGINDIR)/$$p/; \
+	  done; \
+	done
+	for u in ironclawd.service ironclawd.socket; do \
+	  sed -e 's|/usr/local|$(PREFIX)|g' systemd/$$u > $(UNITDIR)/$$u; chmod 0644 $(UNITDIR)/$$u; \
+	done
+	sed -e 's|@PREFIX@|$(PREFIX)|g' systemd/ironclawd.toml > $(TARGET_DIR)/ironclawd.toml
+	for pair in $(TARGET_DIR)/ironclawd.toml:$(CONFDIR)/ironclawd.toml $(foreach p,$(wildcard policies/*.toml),$(p):$(CONFDIR)/$(p)); do \
+	  src=$${pair%%:*}; f=$${pair#*:}; \
+	  if [ ! -e "$$f" ]; then install -m 0644 "$$src" "$$f"; \
+	  elif ! cmp -s "$$src" "$$f"; then install -m 0644 "$$src" "$$f.dist"; echo "kept your $$f; the new default is $$f.dist"; fi; \
+	done
+	install -m 0644 README.md $(DOCDIR)/README.md
+	install -m 0644 plugins/README.md $(DOCDIR)/PLUGINS.md
+	@echo "installed under $(DESTDIR)$(PREFIX) and $(CONFDIR); then: systemctl daemon-reload && systemctl enable --now ironclawd"
+
+## Removes what `make install` put in place. Configuration files an admin changed are kept.
+uninstall:
+	rm -f $(BINDIR)/ironclawd $(BINDIR)/ironclaw $(UNITDIR)/ironclawd.service $(UNITDIR)/ironclawd.socket
+	rm -rf $(PLUGINDIR) $(DOCDIR)
+	rmdir $(DESTDIR)$(PREFIX)/lib/ironclaw 2>/dev/null || true
+	for f in $(patsubst policies/%,$(CONFDIR)/policies/%,$(wildcard policies/*.toml)); do \
+	  if cmp -s "policies/$${f##*/}" "$$f"; then rm -f "$$f"; elif [ -e "$$f" ]; then echo "kept your edited $$f"; fi; \
+	  rm -f "$$f.dist"; \
+	done
+	sed -e 's|@PREFIX@|$(PREFIX)|g' systemd/ironclawd.toml | cmp -s - $(CONFDIR)/ironclawd.toml && rm -f $(CONFDIR)/ironclawd.toml || true
+	rm -f $(CONFDIR)/ironclawd.toml.dist
+	[ -e $(CONFDIR)/ironclawd.toml ] && echo "kept your edited $(CONFDIR)/ironclawd.toml" || true
+	rmdir $(CONFDIR)/policies $(CONFDIR) 2>/dev/null || true
 
 clean:
 	$(CARGO) clean

@@ -34,6 +34,8 @@ pub enum DaemonError {
     Group(String),
     #[error("failed to set the owner or mode of {0}")]
     SocketPermissions(PathBuf, #[source] std::io::Error),
+    #[error("failed to take the socket systemd passed")]
+    Activation(#[source] std::io::Error),
     #[error("failed to handle signals")]
     Signal(#[source] std::io::Error),
     #[error("failed to serve the API")]
@@ -82,7 +84,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, secrets, registry, proxy);
     // Every plugin goes through the same path as a reload: snapshot, checks, trial load.
-    supervisor.reload_all("start-up").await;
+    supervisor.reload_all(crate::supervisor::reload::STARTUP).await;
     let (plugins, enabled) = supervisor.plugin_counts();
     tracing::info!(plugins, enabled, "plugins loaded");
     if config.reload.watch {
@@ -112,10 +114,24 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
-    let socket = (!config.api.socket.as_os_str().is_empty()).then(|| config.api.socket.clone());
-    if let Some(path) = &socket {
-        let listener = bind_unix(path, &config)?;
-        tracing::info!(socket = %path.display(), "listening");
+    // A socket passed by systemd (ironclawd.socket) is systemd's to keep and remove; one of our
+    // own is bound here and removed on exit.
+    let (unix, socket) = match crate::systemd::activated_socket().map_err(DaemonError::Activation)? {
+        Some(listener) => {
+            let listener = listener
+                .set_nonblocking(true)
+                .and_then(|()| UnixListener::from_std(listener))
+                .map_err(DaemonError::Activation)?;
+            (Some((listener, "passed by systemd".to_string())), None)
+        }
+        None if !config.api.socket.as_os_str().is_empty() => {
+            let path = config.api.socket.clone();
+            (Some((bind_unix(&path, &config)?, path.display().to_string())), Some(path))
+        }
+        None => (None, None),
+    };
+    if let Some((listener, from)) = unix {
+        tracing::info!(socket = %from, "listening");
         let app = router.clone();
         let shutdown = stopped();
         servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
@@ -132,7 +148,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
     }
 
+    crate::systemd::ready(&supervisor.status_line());
+    crate::systemd::spawn_watchdog(&config.state_dir);
+
     wait_for_signal().await;
+    crate::systemd::stopping();
     tracing::info!("shutting down: no new executions, waiting for in-flight ones");
     let _ = stop_tx.send(true);
     supervisor.shutdown(config.executions.shutdown_grace.0).await;

@@ -32,5 +32,6 @@ pub mod sandbox;
 pub mod secrets;
 pub mod snapshot;
 pub mod supervisor;
+pub mod systemd;
 pub mod units;
 pub mod watcher;

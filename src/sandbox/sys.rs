@@ -273,3 +273,10 @@ pub fn set_environment(vars: &[(String, String)]) {
         unsafe { std::env::set_var(key, value) };
     }
 }
+
+/// Takes ownership of a listening unix socket systemd passed (socket activation).
+pub fn take_listener(fd: RawFd) -> std::os::unix::net::UnixListener {
+    // SAFETY: `fd` comes from `LISTEN_FDS`, checked against `LISTEN_PID`: systemd opened it for
+    // this process, nothing else in the daemon owns it, and it is taken exactly once.
+    unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }
+}

@@ -302,6 +302,12 @@ impl Supervisor {
         })
     }
 
+    /// One line for systemd's STATUS: "5 plugins enabled, 1 not running".
+    pub fn status_line(&self) -> String {
+        let (plugins, enabled) = self.plugin_counts();
+        format!("{enabled} plugins enabled, {} not running", plugins - enabled)
+    }
+
     /// How many plugins are known, and how many are enabled.
     pub fn plugin_counts(&self) -> (usize, usize) {
         let reg = self.registry();

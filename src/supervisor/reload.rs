@@ -27,6 +27,8 @@ use crate::secrets::Secrets;
 /// Under the state directory: the copies executions run from, and the backups.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const BACKUPS_DIR: &str = "backups";
+/// Why the first `reload_all` runs: loading at start-up is no reload for systemd.
+pub const STARTUP: &str = "start-up";
 /// A trial load gets at most this long, whatever the plugin's timeout.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,6 +108,10 @@ impl Supervisor {
     /// Reloads everything: secrets, policies, then every plugin folder, present or gone.
     pub async fn reload_all(self: &Arc<Self>, why: &str) -> Value {
         tracing::info!(why, "reloading everything");
+        let at_start = why == STARTUP;
+        if !at_start {
+            crate::systemd::reloading();
+        }
         let secrets = self.reload_secrets();
         let policy = self.reload_policy().await;
         let _one_at_a_time = self.reload_lock.lock().await;
@@ -121,6 +127,9 @@ impl Supervisor {
         let mut plugins = Vec::new();
         for folder in folders {
             plugins.push(self.reload_folder_locked(&folder, &folder).await);
+        }
+        if !at_start {
+            crate::systemd::ready(&self.status_line());
         }
         json!({"secrets": secrets, "policy": policy, "plugins": plugins})
     }

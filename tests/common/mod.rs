@@ -107,6 +107,8 @@ pub struct DaemonBuilder {
     tcp: bool,
     secrets: Option<String>,
     proxy_hosts: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+    socket_activated: bool,
 }
 
 pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
@@ -163,6 +165,19 @@ impl DaemonBuilder {
         self
     }
 
+    /// An environment variable for the daemon (e.g. systemd's NOTIFY_SOCKET).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the daemon through `systemd-socket-activate`, which listens on the API socket and
+    /// passes it (LISTEN_FDS) when the first client connects.
+    pub fn socket_activated(mut self) -> Self {
+        self.socket_activated = true;
+        self
+    }
+
     /// Reuses the directory (plugins, policies, state) of an earlier daemon.
     pub fn reuse(mut self, dir: tempfile::TempDir) -> Self {
         self.dir = Some(dir);
@@ -209,7 +224,11 @@ impl DaemonBuilder {
         );
         std::fs::write(root.join("ironclawd.toml"), config).unwrap();
         let log = std::fs::File::create(root.join("daemon.log")).unwrap();
-        let mut command = if self.dropped_capabilities.is_empty() {
+        let mut command = if self.socket_activated {
+            let mut activate = Command::new("systemd-socket-activate");
+            activate.arg("-l").arg(&socket).arg(env!("CARGO_BIN_EXE_ironclawd"));
+            activate
+        } else if self.dropped_capabilities.is_empty() {
             Command::new(env!("CARGO_BIN_EXE_ironclawd"))
         } else {
             let drop: Vec<String> = self.dropped_capabilities.iter().map(|c| format!("-{c}")).collect();
@@ -218,6 +237,7 @@ impl DaemonBuilder {
             setpriv
         };
         let child = command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(root.join("ironclawd.toml"))
             .arg("--log-level")
@@ -245,6 +265,8 @@ impl Daemon {
             tcp: false,
             secrets: None,
             proxy_hosts: vec![],
+            env: vec![],
+            socket_activated: false,
         }
     }
 
