@@ -27,6 +27,8 @@ use crate::secrets::Secrets;
 /// Under the state directory: the copies executions run from, and the backups.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const BACKUPS_DIR: &str = "backups";
+/// While this file exists in the state directory, `reload_all` waits after announcing itself.
+pub const HOLD_RELOAD_FILE: &str = "hold-reload";
 /// Why the first `reload_all` runs: loading at start-up is no reload for systemd.
 pub const STARTUP: &str = "start-up";
 /// A trial load gets at most this long, whatever the plugin's timeout.
@@ -111,6 +113,12 @@ impl Supervisor {
         let at_start = why == STARTUP;
         if !at_start {
             crate::systemd::reloading();
+            // Test hook (like the watchdog's): while this file exists, the reload waits, so the
+            // VM suite can see systemd report the unit as reloading.
+            let hold = self.config.state_dir.join(HOLD_RELOAD_FILE);
+            while hold.exists() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let secrets = self.reload_secrets();
         let policy = self.reload_policy().await;
@@ -256,8 +264,9 @@ impl Supervisor {
     }
 
     /// Runs a `validate` request through a real runner: the library loads (ABI handshake
-    /// first), or the program starts, and answers in protocol. Inconclusive (passes) only when
-    /// the host refuses every execution anyway.
+    /// first), or the program starts, and answers in protocol. Inconclusive (passes, with a
+    /// warning) when the sandbox itself could not start, which is no fault of the plugin (and
+    /// fails every execution alike), or when the host refuses every execution anyway.
     async fn trial(
         self: &Arc<Self>,
         plugin: Arc<LoadedPlugin>,
@@ -273,9 +282,14 @@ impl Supervisor {
             Ok(Started::Detached(_)) => return Err("the trial was detached".into()),
             Err(e) => return Err(e.to_string()),
         };
+        let error = result.error.as_deref().unwrap_or("no detail");
         match result.status {
             ExecutionStatus::Success | ExecutionStatus::InvalidInput | ExecutionStatus::Denied => Ok(()),
-            status => Err(format!("{}: {}", status.as_str(), result.error.as_deref().unwrap_or("no detail"))),
+            _ if result.layers.sandbox.is_none() => {
+                tracing::error!(plugin = %result.plugin, %error, "trial load inconclusive: the sandbox could not start");
+                Ok(())
+            }
+            status => Err(format!("{}: {error}", status.as_str())),
         }
     }
 
