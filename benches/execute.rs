@@ -6,11 +6,13 @@
 //! Run with `make bench` (which builds the release calculator first) or `cargo bench --bench
 //! execute`. Needs root, like the daemon. Prints a table and one JSON line.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclaw::client::{Client, Endpoint};
+use common::{BenchDaemon, percentile};
+use ironclaw::client::Client;
 use serde_json::json;
 
 const SEQUENTIAL: usize = 500;
@@ -28,10 +30,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -45,7 +43,7 @@ fn machine() -> String {
     format!("{} x {cpu}, Linux {}", std::thread::available_parallelism().map_or(0, |n| n.get()), kernel.trim())
 }
 
-fn install_calculator(root: &Path) -> PathBuf {
+fn install_calculator(root: &Path) {
     let plugins = root.join("plugins");
     let dir = plugins.join("calculator");
     std::fs::create_dir_all(&dir).unwrap();
@@ -72,7 +70,6 @@ fn install_calculator(root: &Path) -> PathBuf {
     std::fs::copy(repo.join("policies/default.toml"), root.join("policies/default.toml")).unwrap();
     std::fs::write(root.join("policies/bench.toml"), "[plugins.calculator_net]\nnetwork = [\"api.example.test\"]\n")
         .unwrap();
-    plugins
 }
 
 async fn execute(client: &Client) -> f64 {
@@ -95,36 +92,13 @@ async fn execute_plugin(client: &Client, plugin: &str) -> (f64, bool) {
 }
 
 /// Starts a daemon on `root` with `prestarted` runners kept waiting, measures it, stops it.
-fn measure(root: &Path, plugins: &Path, prestarted: usize) -> serde_json::Value {
-    let socket = root.join(format!("api-{prestarted}.sock"));
-    let config = root.join(format!("ironclawd-{prestarted}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "plugins_dir = {plugins:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n\
-             [runner]\nprestarted = {prestarted}\n",
-            root.join("policies"),
-            root.join("state"),
-        ),
-    )
-    .unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ironclawd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--log-level")
-        .arg("warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = daemon.id();
+fn measure(root: &Path, prestarted: usize) -> serde_json::Value {
+    let daemon = BenchDaemon::start(root, &prestarted.to_string(), &format!("prestarted = {prestarted}\n"));
+    let pid = daemon.pid();
+    let client = daemon.client.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let client = Client::new(Endpoint::Unix(socket));
     let report = runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client.get("/healthz").await.is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        daemon.wait_ready().await;
         let idle_rss = rss_kib(pid);
         for _ in 0..WARM_UP {
             execute(&client).await;
@@ -185,8 +159,7 @@ fn measure(root: &Path, plugins: &Path, prestarted: usize) -> serde_json::Value 
             "daemon_rss_kib": {"idle": idle_rss, "peak_under_load": peak_rss},
         })
     });
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = daemon.wait();
+    daemon.stop();
     report
 }
 
@@ -196,7 +169,7 @@ fn main() {
     }
     assert!(nix::unistd::geteuid().is_root(), "the benchmark runs the daemon, which needs root");
     let dir = tempfile::Builder::new().prefix("ironclaw-bench-").tempdir().unwrap();
-    let plugins = install_calculator(dir.path());
+    install_calculator(dir.path());
     println!("machine: {}", machine());
     println!("calculator through the API on a unix socket; every execution is a fresh sandboxed process");
     println!(
@@ -205,7 +178,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|");
     let mut reports = Vec::new();
     for (prestarted, label) in [(2, "pre-started (default, 2 waiting)"), (0, "started on demand")] {
-        let r = measure(dir.path(), &plugins, prestarted);
+        let r = measure(dir.path(), prestarted);
         println!(
             "| {label} | {:.2} ms | {:.2} ms | {:.0} | {:.1} / {:.1} MiB | {:.2} ms | {:.3} / {:.3} ms |",
             r["cold_latency_ms"]["p50"].as_f64().unwrap(),

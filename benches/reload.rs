@@ -5,18 +5,15 @@
 //! Run with `make bench` or `cargo bench --bench reload` (release plugins built first). Needs
 //! root, like the daemon.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ironclaw::client::{Client, Endpoint};
+use common::{BenchDaemon, percentile};
 use serde_json::json;
 
 const RELOADS: usize = 40;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Rewrites the manifest with a new version, the way an editor saves: a new file, renamed over.
 fn set_version(dir: &Path, version: &str) {
@@ -42,34 +39,11 @@ fn main() {
     std::fs::copy(&built, dir.join("libcalculator.so")).unwrap();
     std::fs::create_dir_all(root.path().join("policies")).unwrap();
     std::fs::copy(repo.join("policies/default.toml"), root.path().join("policies/default.toml")).unwrap();
-    let socket = root.path().join("api.sock");
-    let config = root.path().join("ironclawd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {socket:?}\n",
-            root.path().join("plugins"),
-            root.path().join("policies"),
-            root.path().join("state"),
-        ),
-    )
-    .unwrap();
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_ironclawd"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--log-level")
-        .arg("warn")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let daemon = BenchDaemon::start(root.path(), "reload", "");
+    let client = daemon.client.clone();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = Client::new(Endpoint::Unix(socket));
     let latencies = runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while client.get("/healthz").await.is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        daemon.wait_ready().await;
         let mut latencies = Vec::with_capacity(RELOADS);
         for i in 1..=RELOADS {
             let version = format!("1.0.{i}");
@@ -92,8 +66,7 @@ fn main() {
         }
         latencies
     });
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemon.id() as i32), nix::sys::signal::Signal::SIGTERM);
-    let _ = daemon.wait();
+    daemon.stop();
     let mut sorted = latencies.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (p50, p95) = (percentile(&sorted, 0.5), percentile(&sorted, 0.95));
