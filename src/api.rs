@@ -268,8 +268,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
 }
 
-/// All routes, in one table.
-pub fn router(supervisor: Arc<Supervisor>) -> Router {
+/// All routes, in one table, behind the role check of `gate`.
+pub fn router(supervisor: Arc<Supervisor>, gate: Arc<crate::auth::Gate>) -> Router {
     let max_body = supervisor.config().api.max_body.0 as usize;
     Router::new()
         .route("/healthz", get(healthz))
@@ -293,6 +293,7 @@ pub fn router(supervisor: Arc<Supervisor>) -> Router {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon log")
                 .into_response()
         }))
+        .layer(axum::middleware::from_fn_with_state(gate, crate::auth::authorize))
         .layer(TraceLayer::new_for_http())
         .with_state(supervisor)
 }

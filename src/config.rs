@@ -95,6 +95,12 @@ pub struct ApiConfig {
     /// TCP listener, off unless set. Loopback unless configured otherwise.
     pub tcp: Option<SocketAddr>,
     pub max_body: ByteSize,
+    /// Groups (names or numbers) whose members are admins on the unix socket, besides root.
+    pub admin_groups: Vec<String>,
+    /// Groups whose members may list and execute plugins on the unix socket.
+    pub executor_groups: Vec<String>,
+    /// The audit log (JSON lines); by default `audit.jsonl` in the state directory.
+    pub audit_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,6 +157,9 @@ impl Default for ApiConfig {
             socket_group: None,
             tcp: None,
             max_body: ByteSize(1 << 20),
+            admin_groups: Vec::new(),
+            executor_groups: Vec::new(),
+            audit_log: None,
         }
     }
 }

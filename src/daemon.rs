@@ -34,6 +34,8 @@ pub enum DaemonError {
     Group(String),
     #[error("failed to set the owner or mode of {0}")]
     SocketPermissions(PathBuf, #[source] std::io::Error),
+    #[error("failed to set up API authorisation")]
+    Auth(#[from] crate::auth::AuthError),
     #[error("failed to take the socket systemd passed")]
     Activation(#[source] std::io::Error),
     #[error("failed to handle signals")]
@@ -104,7 +106,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             reloader.reload_all("SIGHUP").await;
         }
     });
-    let router = crate::api::router(supervisor.clone());
+    let audit_log = config.api.audit_log.clone().unwrap_or_else(|| config.state_dir.join("audit.jsonl"));
+    let gate = crate::auth::Gate::new(&config.api.admin_groups, &config.api.executor_groups, &audit_log)?;
+    let router = crate::api::router(supervisor.clone(), gate);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -134,7 +138,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(socket = %from, "listening");
         let app = router.clone();
         let shutdown = stopped();
-        servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+        servers.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<crate::auth::Peer>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        });
     }
     if let Some(addr) = config.api.tcp {
         if !addr.ip().is_loopback() {
@@ -145,7 +152,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(addr = %bound, "listening");
         let app = router.clone();
         let shutdown = stopped();
-        servers.spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await });
+        servers.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<crate::auth::Peer>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+        });
     }
 
     crate::systemd::ready(&supervisor.status_line());

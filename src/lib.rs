@@ -15,6 +15,7 @@
 compile_error!("ironclaw's sandbox needs Linux (namespaces, Landlock, seccomp)");
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -109,6 +109,7 @@ pub struct DaemonBuilder {
     proxy_hosts: Vec<(String, String)>,
     env: Vec<(String, String)>,
     socket_activated: bool,
+    api: String,
 }
 
 pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
@@ -165,6 +166,12 @@ impl DaemonBuilder {
         self
     }
 
+    /// Extra TOML inside the generated config's `[api]` table.
+    pub fn api(mut self, text: &str) -> Self {
+        self.api = text.to_string();
+        self
+    }
+
     /// An environment variable for the daemon (e.g. systemd's NOTIFY_SOCKET).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
@@ -211,12 +218,13 @@ impl DaemonBuilder {
         }
         let hosts: String = self.proxy_hosts.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
         let config = format!(
-            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n{top}[proxy.hosts]\n{hosts}[api]\nsocket = {:?}\n{}\
+            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n{top}[proxy.hosts]\n{hosts}[api]\nsocket = {:?}\n{}{}\
              [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\nuid_base = {uid_base}\n{}",
             root.join("plugins"),
             root.join("policies"),
             root.join("state"),
             socket,
+            self.api,
             if self.tcp { "tcp = \"127.0.0.1:0\"\n" } else { "" },
             self.max_concurrent,
             self.max_queued,
@@ -267,6 +275,7 @@ impl Daemon {
             proxy_hosts: vec![],
             env: vec![],
             socket_activated: false,
+            api: String::new(),
         }
     }
 

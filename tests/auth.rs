@@ -1,0 +1,92 @@
+//! Authorisation on the unix socket: the kernel says who connects (SO_PEERCRED and the caller's
+//! groups); root and admin groups may do everything, executor groups may list and execute,
+//! anyone else gets 403; admin actions and denials land in the audit log.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Output;
+
+use common::Daemon;
+use serde_json::Value;
+
+const EXECUTORS: u32 = 4343;
+const ADMINS: u32 = 4242;
+const NOBODY: u32 = 65534;
+
+async fn daemon() -> Daemon {
+    let d = Daemon::builder()
+        .plugins(&["calculator"])
+        .api(&format!("socket_mode = \"0666\"\nadmin_groups = [\"{ADMINS}\"]\nexecutor_groups = [\"{EXECUTORS}\"]\n"))
+        .start()
+        .await;
+    // Let other users reach the socket in the test's directory.
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// Runs the CLI as uid `NOBODY` with `groups` as its supplementary groups.
+fn cli_as(d: &Daemon, groups: &[u32], args: &[&str]) -> Output {
+    let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+    let mut command = std::process::Command::new("setpriv");
+    command.arg(format!("--reuid={NOBODY}")).arg(format!("--regid={NOBODY}"));
+    if groups.is_empty() {
+        command.arg("--clear-groups");
+    } else {
+        command.arg(format!("--groups={}", groups.join(",")));
+    }
+    command.arg("--").arg(env!("CARGO_BIN_EXE_ironclaw")).arg("--socket").arg(&d.socket).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn audit(d: &Daemon) -> Vec<Value> {
+    let text = std::fs::read_to_string(d.dir.path().join("state/audit.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn roles_come_from_the_kernel() {
+    require_root!();
+    let d = daemon().await;
+
+    // No role: 403 for everything but the health check.
+    let o = cli_as(&d, &[], &["plugins", "list"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("forbidden") && stderr(&o).contains("HTTP 403"), "{}", stderr(&o));
+    let o = cli_as(&d, &[], &["exec", "calculator", "-p", "expression=1+1"]);
+    assert!(stderr(&o).contains("HTTP 403"), "{}", stderr(&o));
+
+    // Executor: list and execute, nothing more.
+    let o = cli_as(&d, &[EXECUTORS], &["plugins", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli_as(&d, &[EXECUTORS], &["--json", "exec", "calculator", "-p", "expression=6*7"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"result\": 42"));
+    for admin_only in [&["disable", "calculator"][..], &["reload"], &["system"], &["stats"]] {
+        let o = cli_as(&d, &[EXECUTORS], admin_only);
+        assert!(stderr(&o).contains("HTTP 403"), "{admin_only:?}: {}", stderr(&o));
+    }
+
+    // Admin group, and root.
+    let o = cli_as(&d, &[ADMINS], &["disable", "calculator"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = d.cli(&["enable", "calculator"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let records = audit(&d);
+    let denied: Vec<&Value> = records.iter().filter(|r| r["event"] == "denied").collect();
+    assert!(denied.iter().any(|r| r["who"]["uid"] == NOBODY && r["path"] == "/api/v1/plugins"), "{records:?}");
+    assert!(denied.iter().any(|r| r["path"] == "/api/v1/plugins/reload-all" && r["role"] == "executor"), "{records:?}");
+    let actions: Vec<&Value> = records.iter().filter(|r| r["event"] == "admin_action").collect();
+    assert!(
+        actions.iter().any(|r| r["who"]["uid"] == NOBODY
+            && r["path"] == "/api/v1/plugins/calculator/enable"
+            && r["status"] == 200),
+        "{records:?}"
+    );
+    assert!(actions.iter().any(|r| r["who"]["uid"] == 0 && r["status"] == 200), "{records:?}");
+    assert!(records.iter().all(|r| r["ts_ms"].is_u64()));
+}
