@@ -1,7 +1,9 @@
 //! Who may call what. On the unix socket the caller is identified by the kernel (`SO_PEERCRED`,
 //! and its groups from `/proc/<pid>/status`): root and the admin groups are admins, the executor
-//! groups may list and execute plugins, everyone else gets 403. Every admin action and every
-//! denial goes to the audit log (JSON lines, apart from the debug log; never a secret).
+//! groups may list and execute plugins, everyone else gets 403. On TCP the caller presents a
+//! bearer token (from a root-only file or a systemd credential) with an admin or execute scope,
+//! compared in constant time; no token, 401. Every admin action and every denial goes to the
+//! audit log (JSON lines, apart from the debug log; never a secret or a token).
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -11,11 +13,15 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use serde_json::{Value, json};
+
+/// The systemd credential that may hold API tokens (`LoadCredential=ironclaw-api-tokens:...`).
+pub const TOKENS_CREDENTIAL: &str = "ironclaw-api-tokens";
+const MIN_TOKEN_LEN: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -23,6 +29,37 @@ pub enum AuthError {
     Group(String),
     #[error("failed to open the audit log {0}")]
     Audit(PathBuf, #[source] std::io::Error),
+    #[error("failed to read the API tokens")]
+    Tokens(#[source] crate::secrets::SecretsError),
+    #[error("API token {0:?} is shorter than {MIN_TOKEN_LEN} characters")]
+    ShortToken(String),
+    #[error(
+        "the TCP API needs tokens (api.tokens_file, or the {TOKENS_CREDENTIAL} credential); \
+         without them it only starts with api.insecure_tcp = true on a loopback address"
+    )]
+    TcpWithoutTokens,
+}
+
+/// One entry of the tokens file: `ci = { token = "...", scope = "execute" }`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenEntry {
+    token: String,
+    scope: Scope,
+}
+
+#[derive(serde::Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum Scope {
+    Admin,
+    Execute,
+}
+
+/// A token's name (for the audit log), its bytes and its role.
+struct Token {
+    name: String,
+    secret: Vec<u8>,
+    role: Role,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -76,11 +113,42 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     }
 }
 
-/// Role rules and the audit log.
+/// Role rules, the TCP tokens and the audit log.
 pub struct Gate {
     admin_gids: Vec<u32>,
     executor_gids: Vec<u32>,
+    tokens: Vec<Token>,
+    /// TCP callers are admins without a token (loopback only; refused otherwise at start).
+    insecure_tcp: bool,
     audit: Mutex<std::fs::File>,
+}
+
+/// What `Gate::new` needs from the configuration.
+pub struct GateConfig<'a> {
+    pub admin_groups: &'a [String],
+    pub executor_groups: &'a [String],
+    pub tokens_file: Option<&'a Path>,
+    pub credentials_dir: Option<&'a Path>,
+    /// The TCP listener's address, if any.
+    pub tcp: Option<SocketAddr>,
+    pub insecure_tcp: bool,
+    pub audit_log: &'a Path,
+}
+
+fn load_tokens(file: &Path, into: &mut Vec<Token>) -> Result<(), AuthError> {
+    let table: std::collections::BTreeMap<String, TokenEntry> =
+        crate::secrets::read_private_toml(file).map_err(AuthError::Tokens)?;
+    for (name, entry) in table {
+        if entry.token.len() < MIN_TOKEN_LEN {
+            return Err(AuthError::ShortToken(name));
+        }
+        let role = match entry.scope {
+            Scope::Admin => Role::Admin,
+            Scope::Execute => Role::Executor,
+        };
+        into.push(Token { name, secret: entry.token.into_bytes(), role });
+    }
+    Ok(())
 }
 
 /// A group by name or number.
@@ -96,29 +164,59 @@ fn gid_of(group: &str) -> Result<u32, AuthError> {
 }
 
 impl Gate {
-    pub fn new(admin_groups: &[String], executor_groups: &[String], audit_log: &Path) -> Result<Arc<Self>, AuthError> {
+    pub fn new(c: GateConfig) -> Result<Arc<Self>, AuthError> {
         let gids = |names: &[String]| names.iter().map(|g| gid_of(g)).collect::<Result<Vec<_>, _>>();
-        if let Some(parent) = audit_log.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| AuthError::Audit(audit_log.to_path_buf(), e))?;
+        let mut tokens = Vec::new();
+        if let Some(file) = c.tokens_file {
+            load_tokens(file, &mut tokens)?;
+        }
+        if let Some(file) = c.credentials_dir.map(|d| d.join(TOKENS_CREDENTIAL)).filter(|f| f.exists()) {
+            load_tokens(&file, &mut tokens)?;
+        }
+        if let Some(addr) = c.tcp
+            && tokens.is_empty()
+        {
+            if !(c.insecure_tcp && addr.ip().is_loopback()) {
+                return Err(AuthError::TcpWithoutTokens);
+            }
+            tracing::warn!(%addr, "the TCP API runs WITHOUT authentication (api.insecure_tcp): every local user is an admin");
+        }
+        if let Some(parent) = c.audit_log.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| AuthError::Audit(c.audit_log.to_path_buf(), e))?;
         }
         let audit = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(audit_log)
-            .map_err(|e| AuthError::Audit(audit_log.to_path_buf(), e))?;
+            .open(c.audit_log)
+            .map_err(|e| AuthError::Audit(c.audit_log.to_path_buf(), e))?;
         Ok(Arc::new(Gate {
-            admin_gids: gids(admin_groups)?,
-            executor_gids: gids(executor_groups)?,
+            admin_gids: gids(c.admin_groups)?,
+            executor_gids: gids(c.executor_groups)?,
+            insecure_tcp: c.insecure_tcp && tokens.is_empty(),
+            tokens,
             audit: Mutex::new(audit),
         }))
     }
 
+    /// The token a TCP caller presents, compared with every known one in constant time.
+    fn token(&self, headers: &HeaderMap) -> Option<&Token> {
+        use subtle::ConstantTimeEq;
+        let presented = headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ")?.trim().as_bytes();
+        let mut found = None;
+        for token in &self.tokens {
+            // Every token is compared, whichever matches: the time says nothing.
+            if bool::from(token.secret.ct_eq(presented)) {
+                found = Some(token);
+            }
+        }
+        found
+    }
+
     /// The caller's role; `None` for no role at all.
-    pub fn role(&self, peer: &Peer) -> Option<Role> {
+    pub fn role(&self, peer: &Peer, headers: &HeaderMap) -> Option<Role> {
         match peer {
-            // The TCP listener is off unless configured, and loopback unless configured
-            // otherwise; token authentication for it is still to come.
-            Peer::Tcp(_) => Some(Role::Admin),
+            Peer::Tcp(_) if self.insecure_tcp => Some(Role::Admin),
+            Peer::Tcp(_) => self.token(headers).map(|t| t.role),
             Peer::Unix { uid, gid, groups, .. } => {
                 let member = |set: &[u32]| set.contains(gid) || groups.iter().any(|g| set.contains(g));
                 if *uid == 0 || member(&self.admin_gids) {
@@ -162,18 +260,32 @@ pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Ne
     let peer = request.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.clone());
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
     let need = required(&method, &path);
-    let role = peer.as_ref().and_then(|p| gate.role(p));
-    let who = peer.as_ref().map_or(json!("unknown"), Peer::to_json);
+    let role = peer.as_ref().and_then(|p| gate.role(p, request.headers()));
+    let mut who = peer.as_ref().map_or(json!("unknown"), Peer::to_json);
+    if matches!(peer, Some(Peer::Tcp(_))) {
+        who["token"] = json!(gate.token(request.headers()).map(|t| t.name.clone()));
+    }
     if let Some(need) = need
         && role.is_none_or(|r| r < need)
     {
         gate.audit(json!({"event": "denied", "reason": "auth", "who": who, "role": role, "needs": need, "method": method.as_str(), "path": path}));
-        let message = format!(
-            "this needs the {need:?} role; the caller has {}",
-            role.map_or("none".into(), |r| format!("{r:?}"))
-        );
-        let body = json!({"error": {"code": "forbidden", "message": message.to_lowercase()}});
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+        // A TCP caller without a valid token is unauthenticated (401), not merely unauthorised.
+        let unauthenticated = matches!(peer, Some(Peer::Tcp(_))) && role.is_none();
+        let (status, code, message) = if unauthenticated {
+            (StatusCode::UNAUTHORIZED, "unauthenticated", "a valid bearer token is required on TCP".to_string())
+        } else {
+            let has = role.map_or("none".into(), |r| format!("{r:?}"));
+            (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this needs the {need:?} role; the caller has {has}").to_lowercase(),
+            )
+        };
+        let mut response = (status, axum::Json(json!({"error": {"code": code, "message": message}}))).into_response();
+        if unauthenticated {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return response;
     }
     let response = next.run(request).await;
     let status = response.status();
@@ -201,12 +313,52 @@ mod tests {
         assert_eq!(required(&Method::GET, "/nowhere"), Some(Role::Admin), "unknown routes need the most");
 
         let dir = tempfile::tempdir().unwrap();
-        let gate = Gate::new(&["4242".into()], &["4343".into()], &dir.path().join("audit.jsonl")).unwrap();
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(
+            &tokens,
+            "ops = { token = \"admin-token-0123456789abcdef\", scope = \"admin\" }\n\
+             ci = { token = \"exec-token-0123456789abcdef\", scope = \"execute\" }\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (admins, executors) = (["4242".to_string()], ["4343".to_string()]);
+        let audit = dir.path().join("audit.jsonl");
+        let config = |tokens_file, tcp, insecure_tcp| GateConfig {
+            admin_groups: &admins,
+            executor_groups: &executors,
+            tokens_file,
+            credentials_dir: None,
+            tcp,
+            insecure_tcp,
+            audit_log: &audit,
+        };
+        let loopback: SocketAddr = "127.0.0.1:8787".parse().unwrap();
+        let gate = Gate::new(config(Some(&tokens), Some(loopback), false)).unwrap();
+        let none = HeaderMap::new();
         let unix = |uid, gid, groups: Vec<u32>| Peer::Unix { uid, gid, pid: None, groups };
-        assert_eq!(gate.role(&unix(0, 0, vec![])), Some(Role::Admin));
-        assert_eq!(gate.role(&unix(1000, 1000, vec![4242])), Some(Role::Admin));
-        assert_eq!(gate.role(&unix(1000, 4343, vec![])), Some(Role::Executor));
-        assert_eq!(gate.role(&unix(1000, 1000, vec![7])), None);
-        assert!(Gate::new(&["no-such-group-here".into()], &[], &dir.path().join("a")).is_err());
+        assert_eq!(gate.role(&unix(0, 0, vec![]), &none), Some(Role::Admin));
+        assert_eq!(gate.role(&unix(1000, 1000, vec![4242]), &none), Some(Role::Admin));
+        assert_eq!(gate.role(&unix(1000, 4343, vec![]), &none), Some(Role::Executor));
+        assert_eq!(gate.role(&unix(1000, 1000, vec![7]), &none), None);
+
+        let bearer = |t: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+            h
+        };
+        let tcp = Peer::Tcp(loopback);
+        assert_eq!(gate.role(&tcp, &none), None);
+        assert_eq!(gate.role(&tcp, &bearer("admin-token-0123456789abcdef")), Some(Role::Admin));
+        assert_eq!(gate.role(&tcp, &bearer("exec-token-0123456789abcdef")), Some(Role::Executor));
+        assert_eq!(gate.role(&tcp, &bearer("exec-token-0123456789abcdeX")), None);
+
+        assert!(matches!(Gate::new(config(None, Some(loopback), false)), Err(AuthError::TcpWithoutTokens)));
+        let wide: SocketAddr = "0.0.0.0:8787".parse().unwrap();
+        assert!(matches!(Gate::new(config(None, Some(wide), true)), Err(AuthError::TcpWithoutTokens)));
+        let insecure = Gate::new(config(None, Some(loopback), true)).unwrap();
+        assert_eq!(insecure.role(&tcp, &none), Some(Role::Admin));
+        let bad = GateConfig { admin_groups: &["no-such-group-here".to_string()], ..config(None, None, false) };
+        assert!(Gate::new(bad).is_err());
     }
 }

@@ -19,6 +19,9 @@ pub struct Cli {
     /// Talk to the daemon over TCP instead, e.g. http://127.0.0.1:8787.
     #[arg(long, env = "IRONCLAW_URL")]
     url: Option<String>,
+    /// A bearer token for the TCP API (better given in the environment than on the command line).
+    #[arg(long, env = "IRONCLAW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the daemon's JSON instead of tables (before the command: `ironclaw --json system`).
     #[arg(long)]
     json: bool,
@@ -133,7 +136,8 @@ pub fn main() -> ExitCode {
         None => Endpoint::Unix(cli.socket.clone()),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    runtime.block_on(run(cli, Client::new(endpoint)))
+    let client = Client::new(endpoint).with_token(cli.token.clone());
+    runtime.block_on(run(cli, client))
 }
 
 fn parse_param(raw: &str) -> Result<(String, Value), String> {

@@ -46,6 +46,8 @@ impl Endpoint {
 #[derive(Debug, Clone)]
 pub struct Client {
     endpoint: Endpoint,
+    /// A bearer token, for the TCP API.
+    token: Option<String>,
 }
 
 /// A decoded answer: the status and the JSON body (`Null` when empty).
@@ -64,7 +66,13 @@ impl Answer {
 
 impl Client {
     pub fn new(endpoint: Endpoint) -> Self {
-        Client { endpoint }
+        Client { endpoint, token: None }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     pub async fn get(&self, path: &str) -> Result<Answer, ClientError> {
@@ -101,6 +109,9 @@ impl Client {
         let mut builder = Request::builder().method(method).uri(path).header("host", host);
         if body.is_some() {
             builder = builder.header("content-type", "application/json");
+        }
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
         }
         let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(ClientError::Request)?;
         let response = sender.send_request(request).await.map_err(ClientError::Http)?;

@@ -101,6 +101,11 @@ pub struct ApiConfig {
     pub executor_groups: Vec<String>,
     /// The audit log (JSON lines); by default `audit.jsonl` in the state directory.
     pub audit_log: Option<PathBuf>,
+    /// Bearer tokens for TCP callers, a root-only TOML file:
+    /// `name = { token = "<24+ characters>", scope = "admin" | "execute" }`.
+    pub tokens_file: Option<PathBuf>,
+    /// Let TCP callers in without a token, as admins: loopback only, and logged as a warning.
+    pub insecure_tcp: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -160,6 +165,8 @@ impl Default for ApiConfig {
             admin_groups: Vec::new(),
             executor_groups: Vec::new(),
             audit_log: None,
+            tokens_file: None,
+            insecure_tcp: false,
         }
     }
 }

@@ -107,7 +107,15 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     });
     let audit_log = config.api.audit_log.clone().unwrap_or_else(|| config.state_dir.join("audit.jsonl"));
-    let gate = crate::auth::Gate::new(&config.api.admin_groups, &config.api.executor_groups, &audit_log)?;
+    let gate = crate::auth::Gate::new(crate::auth::GateConfig {
+        admin_groups: &config.api.admin_groups,
+        executor_groups: &config.api.executor_groups,
+        tokens_file: config.api.tokens_file.as_deref(),
+        credentials_dir: credentials.as_deref(),
+        tcp: config.api.tcp,
+        insecure_tcp: config.api.insecure_tcp,
+        audit_log: &audit_log,
+    })?;
     let router = crate::api::router(supervisor.clone(), gate);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

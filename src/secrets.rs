@@ -22,7 +22,7 @@ pub enum SecretsError {
         "the secrets file {0} must be owned by root (or the daemon's user) and not accessible to group or others (mode {1:04o}, owner {2}); run: chown root {0:?} && chmod 600 {0:?}"
     )]
     Exposed(PathBuf, u32, u32),
-    #[error("{file}:{line}:{column}: malformed secrets file: expected NAME = \"value\" lines with upper-case names")]
+    #[error("{file}:{line}:{column}: malformed file of secrets (see the README for its format)")]
     Parse { file: PathBuf, line: usize, column: usize },
     #[error("{0}: secret name {1:?} must be an upper-case environment name")]
     Name(PathBuf, String),
@@ -64,20 +64,7 @@ impl Secrets {
     }
 
     fn read_file(&mut self, file: &Path) -> Result<(), SecretsError> {
-        let meta = std::fs::metadata(file).map_err(|e| SecretsError::Read(file.to_path_buf(), e))?;
-        let owner_ok = meta.uid() == 0 || meta.uid() == nix::unistd::geteuid().as_raw();
-        if !owner_ok || meta.mode() & 0o077 != 0 {
-            return Err(SecretsError::Exposed(file.to_path_buf(), meta.mode() & 0o7777, meta.uid()));
-        }
-        if meta.len() > MAX_SECRET_BYTES {
-            return Err(SecretsError::Read(file.to_path_buf(), std::io::Error::other("larger than 64 KiB")));
-        }
-        let text = std::fs::read_to_string(file).map_err(|e| SecretsError::Read(file.to_path_buf(), e))?;
-        // Only the position of an error is reported: TOML messages may quote the value.
-        let table: BTreeMap<String, String> = toml::from_str(&text).map_err(|e| {
-            let (line, column) = e.span().map_or((0, 0), |s| crate::manifest::line_col(&text, s.start));
-            SecretsError::Parse { file: file.to_path_buf(), line, column }
-        })?;
+        let table: BTreeMap<String, String> = read_private_toml(file)?;
         for (name, value) in table {
             if name.parse::<SecretName>().is_err() {
                 return Err(SecretsError::Name(file.to_path_buf(), name));
@@ -113,6 +100,25 @@ impl Secrets {
     pub fn names(&self) -> Vec<&str> {
         self.values.keys().map(String::as_str).collect()
     }
+}
+
+/// Reads a TOML file of secret values (plugin secrets, API tokens): it must be owned by root
+/// (or the daemon's user) and closed to group and others; a parse error gives only a position,
+/// for TOML's messages may quote a value.
+pub fn read_private_toml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, SecretsError> {
+    let meta = std::fs::metadata(file).map_err(|e| SecretsError::Read(file.to_path_buf(), e))?;
+    let owner_ok = meta.uid() == 0 || meta.uid() == nix::unistd::geteuid().as_raw();
+    if !owner_ok || meta.mode() & 0o077 != 0 {
+        return Err(SecretsError::Exposed(file.to_path_buf(), meta.mode() & 0o7777, meta.uid()));
+    }
+    if meta.len() > MAX_SECRET_BYTES {
+        return Err(SecretsError::Read(file.to_path_buf(), std::io::Error::other("larger than 64 KiB")));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| SecretsError::Read(file.to_path_buf(), e))?;
+    toml::from_str(&text).map_err(|e| {
+        let (line, column) = e.span().map_or((0, 0), |s| crate::manifest::line_col(&text, s.start));
+        SecretsError::Parse { file: file.to_path_buf(), line, column }
+    })
 }
 
 /// The secrets one execution receives, as environment variables; `Debug` shows names only.

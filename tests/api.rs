@@ -496,6 +496,7 @@ async fn tcp_listener_and_socket_permissions() {
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironclaw"))
         .args(["--url", &url, "--json", "exec", "calculator", "-p", "expression=6*7"])
+        .env("IRONCLAW_TOKEN", common::TCP_EXECUTE_TOKEN)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

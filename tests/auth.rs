@@ -90,3 +90,74 @@ async fn roles_come_from_the_kernel() {
     assert!(actions.iter().any(|r| r["who"]["uid"] == 0 && r["status"] == 200), "{records:?}");
     assert!(records.iter().all(|r| r["ts_ms"].is_u64()));
 }
+
+#[tokio::test]
+async fn tcp_callers_need_a_token_of_the_right_scope() {
+    require_root!();
+    let d = Daemon::builder().plugins(&["calculator"]).tcp().start().await;
+    let url = d.tcp_url();
+    let cli = |token: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ironclaw"));
+        command.args(["--url", &url]).args(args).env_remove("IRONCLAW_TOKEN");
+        if let Some(token) = token {
+            command.env("IRONCLAW_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+    let o = cli(None, &["plugins", "list"]);
+    assert!(stderr(&o).contains("unauthenticated") && stderr(&o).contains("HTTP 401"), "{}", stderr(&o));
+    let o = cli(Some("test-execute-token-012345678X"), &["plugins", "list"]);
+    assert!(stderr(&o).contains("HTTP 401"), "a wrong token: {}", stderr(&o));
+    let o = cli(Some(common::TCP_EXECUTE_TOKEN), &["exec", "calculator", "-p", "expression=1+1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = cli(Some(common::TCP_EXECUTE_TOKEN), &["reload"]);
+    assert!(stderr(&o).contains("HTTP 403"), "{}", stderr(&o));
+    let o = cli(Some(common::TCP_ADMIN_TOKEN), &["reload"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records = audit(&d);
+    assert!(records.iter().any(|r| r["event"] == "admin_action" && r["who"]["token"] == "admin"), "{records:?}");
+    assert!(records.iter().any(|r| r["event"] == "denied" && r["who"]["token"] == "exec"), "{records:?}");
+    let text = std::fs::read_to_string(d.dir.path().join("state/audit.jsonl")).unwrap();
+    assert!(
+        !text.contains(common::TCP_ADMIN_TOKEN) && !text.contains(common::TCP_EXECUTE_TOKEN),
+        "no token in the audit log"
+    );
+}
+
+#[tokio::test]
+async fn tcp_without_tokens_refuses_to_start_unless_explicitly_insecure_on_loopback() {
+    require_root!();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    let run = |api: &str| {
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = \"\"\n{api}",
+                dir.path().join("plugins"),
+                dir.path().join("policies"),
+                dir.path().join("state")
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironclawd"))
+            .arg("--config")
+            .arg(&config)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let running = child.try_wait().unwrap().is_none();
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        (running, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (running, log) = run("tcp = \"127.0.0.1:0\"\n");
+    assert!(!running && log.contains("the TCP API needs tokens"), "{log}");
+    let (running, log) = run("tcp = \"0.0.0.0:0\"\ninsecure_tcp = true\n");
+    assert!(!running && log.contains("the TCP API needs tokens"), "not beyond loopback: {log}");
+    let (running, log) = run("tcp = \"127.0.0.1:0\"\ninsecure_tcp = true\n");
+    assert!(running && log.contains("WITHOUT authentication"), "{log}");
+}

@@ -112,6 +112,10 @@ pub struct DaemonBuilder {
     api: String,
 }
 
+/// The tokens of `DaemonBuilder::tcp`'s API, one per scope.
+pub const TCP_ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const TCP_EXECUTE_TOKEN: &str = "test-execute-token-0123456789";
+
 pub const DEFAULT_POLICY: &str = "[sandbox]\nrequire = [\"namespaces\", \"landlock\", \"seccomp\"]\n";
 
 impl DaemonBuilder {
@@ -217,6 +221,22 @@ impl DaemonBuilder {
             top.push_str(&format!("secrets_file = {file:?}\n"));
         }
         let hosts: String = self.proxy_hosts.iter().map(|(k, v)| format!("{k:?} = {v:?}\n")).collect();
+        let tcp_api = if self.tcp {
+            use std::os::unix::fs::PermissionsExt;
+            let tokens = root.join("tokens.toml");
+            std::fs::write(
+                &tokens,
+                format!(
+                    "admin = {{ token = {TCP_ADMIN_TOKEN:?}, scope = \"admin\" }}\n\
+                     exec = {{ token = {TCP_EXECUTE_TOKEN:?}, scope = \"execute\" }}\n"
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+            format!("tcp = \"127.0.0.1:0\"\ntokens_file = {tokens:?}\n")
+        } else {
+            String::new()
+        };
         let config = format!(
             "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n{top}[proxy.hosts]\n{hosts}[api]\nsocket = {:?}\n{}{}\
              [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\nuid_base = {uid_base}\n{}",
@@ -225,7 +245,7 @@ impl DaemonBuilder {
             root.join("state"),
             socket,
             self.api,
-            if self.tcp { "tcp = \"127.0.0.1:0\"\n" } else { "" },
+            tcp_api,
             self.max_concurrent,
             self.max_queued,
             self.config
