@@ -423,18 +423,13 @@ fn policy_check(dir: &std::path::Path, plugins_dir: &std::path::Path, as_json: b
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let mut folders: Vec<PathBuf> = match std::fs::read_dir(plugins_dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.join(crate::manifest::MANIFEST_FILE).is_file())
-            .collect(),
+    let folders = match crate::registry::plugin_folders(plugins_dir) {
+        Ok(folders) => folders,
         Err(e) => {
             eprintln!("ironclaw: cannot read the plugins directory {}: {e}", plugins_dir.display());
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    folders.sort();
     let mut failed = false;
     let mut reports = Vec::new();
     let mut names = Vec::new();

@@ -120,8 +120,12 @@ impl Supervisor {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        let secrets = self.reload_secrets();
-        let policy = self.reload_policy().await;
+        // At start-up the daemon has just read the secrets and policies: only plugins load.
+        let (secrets, policy) = if at_start {
+            (json!({"result": "loaded at start-up"}), json!({"result": "loaded at start-up"}))
+        } else {
+            (self.reload_secrets(), self.reload_policy().await)
+        };
         let _one_at_a_time = self.reload_lock.lock().await;
         let mut folders = crate::registry::plugin_folders(&self.config.plugins_dir).unwrap_or_else(|e| {
             tracing::error!(dir = %self.config.plugins_dir.display(), error = %e, "cannot read the plugins directory");
