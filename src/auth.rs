@@ -113,6 +113,36 @@ impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
     }
 }
 
+/// The audit log: one JSON object per line, appended and flushed at once. Shared by the API's
+/// gate and the egress proxy.
+#[derive(Debug)]
+pub struct AuditLog {
+    file: Mutex<std::fs::File>,
+}
+
+impl AuditLog {
+    pub fn open(path: &Path) -> Result<Arc<Self>, AuthError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| AuthError::Audit(path.to_path_buf(), e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| AuthError::Audit(path.to_path_buf(), e))?;
+        Ok(Arc::new(AuditLog { file: Mutex::new(file) }))
+    }
+
+    /// Appends one record, stamped with the time.
+    pub fn record(&self, mut record: Value) {
+        record["ts_ms"] = json!(crate::supervisor::execution::unix_ms());
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writeln!(file, "{record}").and_then(|()| file.flush()) {
+            tracing::error!(error = %e, "failed to write the audit log");
+        }
+    }
+}
+
 /// Role rules, the TCP tokens and the audit log.
 pub struct Gate {
     admin_gids: Vec<u32>,
@@ -120,7 +150,7 @@ pub struct Gate {
     tokens: Vec<Token>,
     /// TCP callers are admins without a token (loopback only; refused otherwise at start).
     insecure_tcp: bool,
-    audit: Mutex<std::fs::File>,
+    audit: Arc<AuditLog>,
 }
 
 /// What `Gate::new` needs from the configuration.
@@ -132,7 +162,7 @@ pub struct GateConfig<'a> {
     /// The TCP listener's address, if any.
     pub tcp: Option<SocketAddr>,
     pub insecure_tcp: bool,
-    pub audit_log: &'a Path,
+    pub audit: Arc<AuditLog>,
 }
 
 fn load_tokens(file: &Path, into: &mut Vec<Token>) -> Result<(), AuthError> {
@@ -181,20 +211,12 @@ impl Gate {
             }
             tracing::warn!(%addr, "the TCP API runs WITHOUT authentication (api.insecure_tcp): every local user is an admin");
         }
-        if let Some(parent) = c.audit_log.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| AuthError::Audit(c.audit_log.to_path_buf(), e))?;
-        }
-        let audit = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(c.audit_log)
-            .map_err(|e| AuthError::Audit(c.audit_log.to_path_buf(), e))?;
         Ok(Arc::new(Gate {
             admin_gids: gids(c.admin_groups)?,
             executor_gids: gids(c.executor_groups)?,
             insecure_tcp: c.insecure_tcp && tokens.is_empty(),
             tokens,
-            audit: Mutex::new(audit),
+            audit: c.audit,
         }))
     }
 
@@ -230,13 +252,8 @@ impl Gate {
         }
     }
 
-    /// Appends one JSON line to the audit log.
-    pub fn audit(&self, mut record: Value) {
-        record["ts_ms"] = json!(crate::supervisor::execution::unix_ms());
-        let mut file = self.audit.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = writeln!(file, "{record}").and_then(|()| file.flush()) {
-            tracing::error!(error = %e, "failed to write the audit log");
-        }
+    pub fn audit(&self, record: Value) {
+        self.audit.record(record);
     }
 }
 
@@ -323,7 +340,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
         let (admins, executors) = (["4242".to_string()], ["4343".to_string()]);
-        let audit = dir.path().join("audit.jsonl");
+        let audit = AuditLog::open(&dir.path().join("audit.jsonl")).unwrap();
         let config = |tokens_file, tcp, insecure_tcp| GateConfig {
             admin_groups: &admins,
             executor_groups: &executors,
@@ -331,7 +348,7 @@ mod tests {
             credentials_dir: None,
             tcp,
             insecure_tcp,
-            audit_log: &audit,
+            audit: audit.clone(),
         };
         let loopback: SocketAddr = "127.0.0.1:8787".parse().unwrap();
         let gate = Gate::new(config(Some(&tokens), Some(loopback), false)).unwrap();

@@ -55,7 +55,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
     let policy = PolicySet::load(&config.policies_dir)?;
-    let proxy = crate::proxy::EgressProxy::new(&config.proxy)?;
+    let audit_log = config.api.audit_log.clone().unwrap_or_else(|| config.state_dir.join("audit.jsonl"));
+    let audit = crate::auth::AuditLog::open(&audit_log)?;
+    let proxy = crate::proxy::EgressProxy::new(&config.proxy, audit.clone())?;
     let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let secrets = Secrets::load(config.secrets_file.as_deref(), credentials.as_deref())?;
     let registry = Registry::open(&config.state_dir)?;
@@ -106,7 +108,6 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             reloader.reload_all("SIGHUP").await;
         }
     });
-    let audit_log = config.api.audit_log.clone().unwrap_or_else(|| config.state_dir.join("audit.jsonl"));
     let gate = crate::auth::Gate::new(crate::auth::GateConfig {
         admin_groups: &config.api.admin_groups,
         executor_groups: &config.api.executor_groups,
@@ -114,7 +115,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         credentials_dir: credentials.as_deref(),
         tcp: config.api.tcp,
         insecure_tcp: config.api.insecure_tcp,
-        audit_log: &audit_log,
+        audit,
     })?;
     let router = crate::api::router(supervisor.clone(), gate);
 

@@ -6,8 +6,8 @@
 //! it: `CONNECT host:port` and absolute-URI HTTP requests, checked against the plugin's
 //! effective allowlist and deny list, resolved by the daemon itself (static host entries first),
 //! and refused when an address is loopback, private, link-local, cloud metadata or the host's
-//! own, unless policy allows that address for this plugin. Refusals get a 403 and a log line
-//! naming the plugin and the execution.
+//! own, unless policy allows that address for this plugin. Refusals get a 403, a log line and an
+//! audit record naming the plugin and the execution.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -61,10 +61,11 @@ pub struct EgressProxy {
     connect_timeout: Duration,
     header_timeout: Duration,
     own_addresses: Vec<IpAddr>,
+    audit: Arc<crate::auth::AuditLog>,
 }
 
 impl EgressProxy {
-    pub fn new(config: &ProxyConfig) -> Result<Arc<Self>, ProxyError> {
+    pub fn new(config: &ProxyConfig, audit: Arc<crate::auth::AuditLog>) -> Result<Arc<Self>, ProxyError> {
         let mut hosts = BTreeMap::new();
         for (name, target) in &config.hosts {
             let bad = || ProxyError::HostEntry(name.clone(), target.clone());
@@ -95,6 +96,7 @@ impl EgressProxy {
             connect_timeout: config.connect_timeout.0,
             header_timeout: config.header_timeout.0,
             own_addresses,
+            audit,
         }))
     }
 
@@ -181,6 +183,15 @@ impl EgressProxy {
                     %reason,
                     "egress refused"
                 );
+                self.audit.record(serde_json::json!({
+                    "event": "denied",
+                    "reason": "proxy",
+                    "plugin": scope.plugin,
+                    "execution": scope.execution_id,
+                    "method": request.method,
+                    "target": target,
+                    "why": reason,
+                }));
                 let text = if status == 403 { "Forbidden" } else { "Bad Gateway" };
                 return respond(&mut client, status, text, &format!("{target}: {reason}")).await;
             }
