@@ -70,6 +70,10 @@ private_addresses = ["127.0.0.2"]
 config = { api_url = "http://api.duckduckgo.com/", html_url = "http://html.duckduckgo.com/html/" }
 CONF
 
+# --- the installed units, where the binaries they name exist -----------------------------------
+verify=$(systemd-analyze verify /usr/local/lib/systemd/system/ironclawd.service /usr/local/lib/systemd/system/ironclawd.socket 2>&1)
+check units_verify "$verify" [ -z "$verify" ]
+
 # --- start under systemd: Type=notify, STATUS ---------------------------------------------
 systemctl start ironclawd
 check start "ironclawd did not become active: $(systemctl status ironclawd --no-pager 2>&1 | tail -5)" \
