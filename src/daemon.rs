@@ -58,7 +58,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let audit_log = config.api.audit_log.clone().unwrap_or_else(|| config.state_dir.join("audit.jsonl"));
     let audit = crate::auth::AuditLog::open(&audit_log)?;
     let proxy = crate::proxy::EgressProxy::new(&config.proxy, audit.clone())?;
-    let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let credentials = crate::secrets::credentials_dir();
     let secrets = Secrets::load(config.secrets_file.as_deref(), credentials.as_deref())?;
     let registry = Registry::open(&config.state_dir)?;
     let snapshots = config.state_dir.join(crate::supervisor::reload::SNAPSHOTS_DIR);

@@ -102,6 +102,11 @@ impl Secrets {
     }
 }
 
+/// The directory systemd puts this service's credentials in (`LoadCredential=`), if any.
+pub fn credentials_dir() -> Option<PathBuf> {
+    std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from)
+}
+
 /// Reads a TOML file of secret values (plugin secrets, API tokens): it must be owned by root
 /// (or the daemon's user) and closed to group and others; a parse error gives only a position,
 /// for TOML's messages may quote a value.

@@ -439,7 +439,7 @@ impl Supervisor {
 
     /// Re-reads the secrets; an unreadable set leaves the previous one active.
     fn reload_secrets(&self) -> Value {
-        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let credentials = crate::secrets::credentials_dir();
         match Secrets::load(self.config.secrets_file.as_deref(), credentials.as_deref()) {
             Ok(secrets) => {
                 *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(secrets);
