@@ -67,11 +67,11 @@ impl Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Always(Action),
-    /// `matched` when the argument equals one of `values`, `otherwise` when not.
-    ArgIn {
+    /// The verdict of the first case whose value the argument equals (a case may check another
+    /// argument in turn), `otherwise` when none does.
+    ArgSwitch {
         arg: u8,
-        values: Vec<u32>,
-        matched: Action,
+        cases: Vec<(u32, Verdict)>,
         otherwise: Action,
     },
     /// `matched` when the argument has any bit of `mask` set, `otherwise` when not.
@@ -172,16 +172,17 @@ fn search(ranges: &[(u32, Verdict)]) -> Vec<sock_filter> {
 fn leaf(verdict: &Verdict) -> Vec<sock_filter> {
     match verdict {
         Verdict::Always(action) => vec![insn(RET_K, 0, 0, action.ret())],
-        Verdict::ArgIn { arg, values, matched, otherwise } => {
+        Verdict::ArgSwitch { arg, cases, otherwise } => {
             let mut code = vec![insn(LD_W_ABS, 0, 0, arg_low_offset(*arg))];
-            let n = values.len();
-            for (i, &value) in values.iter().enumerate() {
-                // Jump to the last instruction, `ret matched`.
-                let to_matched = u8::try_from(n - i).expect("a handful of values per argument");
-                code.push(insn(JMP_JEQ_K, to_matched, 0, value));
+            for (value, verdict) in cases {
+                // Each case's code ends in a return, so a mismatch skips it with the argument
+                // still in the accumulator.
+                let case = leaf(verdict);
+                let skip = u8::try_from(case.len()).expect("a case is a few instructions");
+                code.push(insn(JMP_JEQ_K, 0, skip, *value));
+                code.extend(case);
             }
             code.push(insn(RET_K, 0, 0, otherwise.ret()));
-            code.push(insn(RET_K, 0, 0, matched.ret()));
             code
         }
         Verdict::ArgAnyBit { arg, mask, matched, otherwise } => vec![
@@ -268,10 +269,9 @@ mod tests {
         let mut syscalls = BTreeMap::new();
         syscalls.insert(
             16,
-            Verdict::ArgIn {
+            Verdict::ArgSwitch {
                 arg: 1,
-                values: vec![0x5412, 0x541C],
-                matched: Action::Errno(1),
+                cases: vec![(0x5412, Verdict::Always(Action::Errno(1))), (0x541C, Verdict::Always(Action::Errno(1)))],
                 otherwise: Action::Allow,
             },
         );
@@ -288,6 +288,30 @@ mod tests {
         assert_eq!(run(&program, ARCH, 56, [0x0002_0011, 0, 0, 0, 0, 0]).0, eperm, "CLONE_NEWNS");
         assert_eq!(run(&program, ARCH, 56, [0x003d_0f00, 0, 0, 0, 0, 0]).0, RET_ALLOW, "thread flags");
         assert_eq!(run(&program, ARCH, 17, [0; 6]).0, Action::Errno(38).ret());
+    }
+
+    #[test]
+    fn a_case_can_check_another_argument() {
+        let netlink_route_only = Verdict::ArgSwitch {
+            arg: 2,
+            cases: vec![(0, Verdict::Always(Action::Allow))],
+            otherwise: Action::Errno(93),
+        };
+        let mut syscalls = BTreeMap::new();
+        syscalls.insert(
+            41,
+            Verdict::ArgSwitch {
+                arg: 0,
+                cases: vec![(2, Verdict::Always(Action::Allow)), (16, netlink_route_only)],
+                otherwise: Action::Errno(97),
+            },
+        );
+        let program = compile(&policy(syscalls)).unwrap();
+        assert_eq!(run(&program, ARCH, 41, [2, 3, 1, 0, 0, 0]).0, RET_ALLOW, "AF_INET, any protocol");
+        assert_eq!(run(&program, ARCH, 41, [16, 3, 0, 0, 0, 0]).0, RET_ALLOW, "NETLINK_ROUTE");
+        assert_eq!(run(&program, ARCH, 41, [16, 3, 15, 0, 0, 0]).0, Action::Errno(93).ret(), "uevents");
+        assert_eq!(run(&program, ARCH, 41, [16, 3, 1 << 32, 0, 0, 0]).0, RET_ALLOW, "low 32 bits only");
+        assert_eq!(run(&program, ARCH, 41, [1, 1, 0, 0, 0, 0]).0, Action::Errno(97).ret(), "AF_UNIX");
     }
 
     #[test]

@@ -35,15 +35,11 @@ const ALL_NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP) as u32;
 const TERMINAL_INJECTION_IOCTLS: [u32; 2] = [libc::TIOCSTI as u32, libc::TIOCLINUX as u32];
-/// Socket families a plugin may create with `socket`: IP (the egress proxy on the namespace's
-/// loopback) and netlink (interface listing; only `lo` exists). Not AF_UNIX: a unix socket can
-/// reach any socket file on the host whose permissions allow it (Landlock does not govern
-/// connect), so a plugin only gets connected pairs, from `socketpair`.
-const ALLOWED_SOCKET_FAMILIES: [u32; 3] = [libc::AF_INET as u32, libc::AF_INET6 as u32, libc::AF_NETLINK as u32];
 
 const EPERM: Action = Action::Errno(libc::EPERM as u16);
 const ENOSYS: Action = Action::Errno(libc::ENOSYS as u16);
 const EAFNOSUPPORT: Action = Action::Errno(libc::EAFNOSUPPORT as u16);
+const EPROTONOSUPPORT: Action = Action::Errno(libc::EPROTONOSUPPORT as u16);
 
 /// `AUDIT_ARCH_*` of the native architecture (linux/audit.h).
 fn native_arch() -> Result<u32, SeccompError> {
@@ -400,10 +396,9 @@ fn argument_rules() -> Vec<(&'static str, libc::c_long, Verdict)> {
              command is compared on 32 bits, as the kernel does, so high bits cannot hide it \
              (CVE-2019-10063)",
             libc::SYS_ioctl,
-            Verdict::ArgIn {
+            Verdict::ArgSwitch {
                 arg: 1,
-                values: TERMINAL_INJECTION_IOCTLS.to_vec(),
-                matched: EPERM,
+                cases: TERMINAL_INJECTION_IOCTLS.iter().map(|&cmd| (cmd, Verdict::Always(EPERM))).collect(),
                 otherwise: Action::Allow,
             },
         ),
@@ -414,12 +409,26 @@ fn argument_rules() -> Vec<(&'static str, libc::c_long, Verdict)> {
             Verdict::ArgAnyBit { arg: 0, mask: ALL_NAMESPACE_FLAGS, matched: EPERM, otherwise: Action::Allow },
         ),
         (
-            "only the families in ALLOWED_SOCKET_FAMILIES (no unix, raw or packet sockets)",
+            "IPv4 and IPv6 (the egress proxy on the namespace's loopback), and netlink for \
+             routing only (getifaddrs; only `lo` exists). Not AF_UNIX: a unix socket reaches any \
+             socket file on the host its permissions allow (Landlock does not govern connect), \
+             so a plugin only gets connected pairs, from socketpair. No packet sockets, and no \
+             other netlink family (host uevents reach a namespace the host's root owns; audit)",
             libc::SYS_socket,
-            Verdict::ArgIn {
+            Verdict::ArgSwitch {
                 arg: 0,
-                values: ALLOWED_SOCKET_FAMILIES.to_vec(),
-                matched: Action::Allow,
+                cases: vec![
+                    (libc::AF_INET as u32, Verdict::Always(Action::Allow)),
+                    (libc::AF_INET6 as u32, Verdict::Always(Action::Allow)),
+                    (
+                        libc::AF_NETLINK as u32,
+                        Verdict::ArgSwitch {
+                            arg: 2,
+                            cases: vec![(libc::NETLINK_ROUTE as u32, Verdict::Always(Action::Allow))],
+                            otherwise: EPROTONOSUPPORT,
+                        },
+                    ),
+                ],
                 otherwise: EAFNOSUPPORT,
             },
         ),

@@ -464,7 +464,7 @@ pub async fn settled_runners(pids: &[u32]) -> Vec<u32> {
 }
 
 /// Polls `left` until it is empty or 5 s have passed, and returns its last answer.
-async fn settle(mut left: impl FnMut() -> Vec<u32>) -> Vec<u32> {
+pub async fn settle(mut left: impl FnMut() -> Vec<u32>) -> Vec<u32> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let now_left = left();
