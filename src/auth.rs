@@ -309,7 +309,7 @@ pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Ne
     if need == Some(Role::Admin) && method != Method::GET {
         gate.audit(json!({"event": "admin_action", "who": who, "method": method.as_str(), "path": path, "status": status.as_u16()}));
     } else if status == StatusCode::TOO_MANY_REQUESTS {
-        gate.audit(json!({"event": "denied", "reason": "rate_limit_or_overload", "who": who, "method": method.as_str(), "path": path}));
+        gate.audit(json!({"event": "denied", "reason": "rate_limit", "who": who, "method": method.as_str(), "path": path}));
     }
     response
 }

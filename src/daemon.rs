@@ -86,7 +86,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             tracing::error!(%reason, "policy requirements are NOT met: every execution will be refused")
         }
     }
-    let supervisor = Supervisor::new(config.clone(), host, cgroups, policy, secrets, registry, proxy);
+    let loaded = crate::supervisor::Loaded { policy, secrets, registry };
+    let supervisor = Supervisor::new(config.clone(), host, cgroups, loaded, proxy, audit.clone());
     // Every plugin goes through the same path as a reload: snapshot, checks, trial load.
     supervisor.reload_all(crate::supervisor::reload::STARTUP).await;
     let (plugins, enabled) = supervisor.plugin_counts();

@@ -42,11 +42,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn audit(d: &Daemon) -> Vec<Value> {
-    let text = std::fs::read_to_string(d.dir.path().join("state/audit.jsonl")).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 #[tokio::test]
 async fn roles_come_from_the_kernel() {
     require_root!();
@@ -76,7 +71,7 @@ async fn roles_come_from_the_kernel() {
     let o = d.cli(&["enable", "calculator"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let records = audit(&d);
+    let records = d.audit();
     let denied: Vec<&Value> = records.iter().filter(|r| r["event"] == "denied").collect();
     assert!(denied.iter().any(|r| r["who"]["uid"] == NOBODY && r["path"] == "/api/v1/plugins"), "{records:?}");
     assert!(denied.iter().any(|r| r["path"] == "/api/v1/plugins/reload-all" && r["role"] == "executor"), "{records:?}");
@@ -114,7 +109,7 @@ async fn tcp_callers_need_a_token_of_the_right_scope() {
     assert!(stderr(&o).contains("HTTP 403"), "{}", stderr(&o));
     let o = cli(Some(common::TCP_ADMIN_TOKEN), &["reload"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let records = audit(&d);
+    let records = d.audit();
     assert!(records.iter().any(|r| r["event"] == "admin_action" && r["who"]["token"] == "admin"), "{records:?}");
     assert!(records.iter().any(|r| r["event"] == "denied" && r["who"]["token"] == "exec"), "{records:?}");
     let text = std::fs::read_to_string(d.dir.path().join("state/audit.jsonl")).unwrap();

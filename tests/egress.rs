@@ -121,14 +121,14 @@ async fn disallowed_targets_get_403_and_a_log_line() {
                     && l.contains("plugin=granted_native")
             });
             assert!(logged, "{request:?}: no log line naming the plugin and execution {id}:\n{}", d.log());
-            let audit = std::fs::read_to_string(d.dir.path().join("state/audit.jsonl")).unwrap_or_default();
-            let audited = audit.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).any(|r| {
+            let audit = d.audit();
+            let audited = audit.iter().any(|r| {
                 r["event"] == "denied"
                     && r["reason"] == "proxy"
                     && r["execution"] == id.as_str()
                     && r["plugin"] == PLUGIN
             });
-            assert!(audited, "{request:?}: no audit record for execution {id}:\n{audit}");
+            assert!(audited, "{request:?}: no audit record for execution {id}:\n{audit:?}");
         }
     }
     assert!(e.upstream.requests().is_empty(), "a refused request reached the upstream");

@@ -408,6 +408,10 @@ async fn policy_requirements_fail_closed() {
     let system = d.get("/api/v1/system").await.body;
     assert_eq!(system["policy"]["executions_allowed"], false);
     assert!(d.log().contains("policy requirements are NOT met"));
+    let audited = d.audit().into_iter().find(|r| r["event"] == "denied" && r["reason"] == "policy");
+    let audited = audited.expect("the refusal is audited");
+    assert_eq!((audited["plugin"].as_str(), audited["execution"].as_str()), (Some("calculator"), r["id"].as_str()));
+    assert!(audited["why"].as_str().unwrap().contains("cgroup_v2"), "{audited}");
 
     let d = Daemon::builder().plugins(&["calculator"]).policy("[sandbox]\nlandlock_min_abi = 99\n").start().await;
     let r = d.exec("calculator", json!({"expression": "1+1"})).await;

@@ -90,6 +90,10 @@ async fn a_plugin_declaring_an_ungranted_permission_is_not_enabled() {
         .unwrap();
     assert_eq!(a.status, 409, "{}", a.body);
     assert!(a.body["error"]["message"].as_str().unwrap().contains("not_granted"), "{}", a.body);
+    let audited = d.audit().into_iter().find(|r| r["event"] == "denied" && r["reason"] == "policy");
+    let audited = audited.expect("the policy denial is audited");
+    assert_eq!(audited["plugin"], "granted_native");
+    assert!(audited["why"].as_str().unwrap().contains("*.wild.test"), "{audited}");
 
     // Granted, but the secret has no value: not enabled either, and the reason says so.
     let d =
@@ -317,6 +321,8 @@ async fn over_the_rate_limit_callers_get_429_with_retry_after() {
     let retry = a.header("retry-after").expect("a Retry-After header").parse::<u64>().unwrap();
     assert!((25..=30).contains(&retry), "one token every 30 s: {retry}");
     assert_eq!(a.body["retry_after_s"], retry);
+    let audited = d.audit().into_iter().filter(|r| r["event"] == "denied" && r["reason"] == "rate_limit").count();
+    assert_eq!(audited, 1, "the rate-limit denial is audited once");
     // A cached result is still served: it costs no token.
     assert_eq!(d.exec("web_search", json!({"query": "one"})).await["cached"], true);
     assert_eq!(upstream.requests().len(), 2);

@@ -148,6 +148,13 @@ pub enum Started {
     Detached(String),
 }
 
+/// What the daemon read at start-up, before the supervisor owns it.
+pub struct Loaded {
+    pub policy: PolicySet,
+    pub secrets: Secrets,
+    pub registry: Registry,
+}
+
 pub struct Supervisor {
     config: Config,
     api_version: Version,
@@ -157,6 +164,9 @@ pub struct Supervisor {
     policy_error: Mutex<Option<String>>,
     secrets: RwLock<Arc<Secrets>>,
     proxy: Arc<crate::proxy::EgressProxy>,
+    /// Policy denials are audited here, where the plugin and the reason are known (the API's
+    /// gate audits the caller's side: auth, rate limits, overload).
+    audit: Arc<crate::auth::AuditLog>,
     /// Reloads run one at a time.
     reload_lock: tokio::sync::Mutex<()>,
     cgroups: Option<cgroup::CgroupRoot>,
@@ -182,10 +192,9 @@ impl Supervisor {
         config: Config,
         host: HostSupport,
         cgroups: Option<cgroup::CgroupRoot>,
-        policy: PolicySet,
-        secrets: Secrets,
-        registry: Registry,
+        Loaded { policy, secrets, registry }: Loaded,
         proxy: Arc<crate::proxy::EgressProxy>,
+        audit: Arc<crate::auth::AuditLog>,
     ) -> Arc<Self> {
         let n = config.executions.max_concurrent;
         let uids = (0..n as u32).rev().map(|i| config.runner.uid_base + i).collect();
@@ -196,6 +205,7 @@ impl Supervisor {
             policy_error: Mutex::new(None),
             secrets: RwLock::new(Arc::new(secrets)),
             proxy,
+            audit,
             reload_lock: tokio::sync::Mutex::new(()),
             cgroups,
             // More waiting runners than can ever run at once would only cost memory.
@@ -392,6 +402,9 @@ impl Supervisor {
             match (&e.plugin, &e.effective, e.state) {
                 (Some(p), Some(eff), PluginState::Enabled) => (p.clone(), eff.clone()),
                 _ => {
+                    if e.state == PluginState::NotGranted {
+                        self.audit_denial("policy", name, None, e.reason.as_deref().unwrap_or_default());
+                    }
                     return Err(SupervisorError::NotRunnable {
                         name: name.into(),
                         state: e.state_label(),
@@ -428,6 +441,13 @@ impl Supervisor {
         }
         let plan = self.plan(plugin, effective, parameters, Operation::Execute);
         self.launch(plan, cache_key, true, wait).await
+    }
+
+    /// One audit record of an execution refused before it ran.
+    fn audit_denial(&self, reason: &str, plugin: &str, execution: Option<&str>, why: &str) {
+        self.audit.record(serde_json::json!({
+            "event": "denied", "reason": reason, "plugin": plugin, "execution": execution, "why": why,
+        }));
     }
 
     /// Everything one execution of `plugin` needs, from its effective permissions.
@@ -483,6 +503,8 @@ impl Supervisor {
         if let Err(reason) = plan.requirements.check_host(&self.host) {
             let result = plan.refused(ExecutionStatus::Denied, reason);
             if record {
+                let why = result.error.as_deref().unwrap_or_default();
+                self.audit_denial("policy", &name, Some(&id), why);
                 self.finish(result.clone());
             }
             return Ok(Started::Finished(Box::new(result)));

@@ -357,6 +357,12 @@ impl Daemon {
         format!("http://{addr}")
     }
 
+    /// The audit log's records, in order (every line must be a JSON object).
+    pub fn audit(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("state/audit.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}"))).collect()
+    }
+
     /// Runs the `ironclaw` CLI against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_ironclaw")).arg("--socket").arg(&self.socket).args(args).output().unwrap()
