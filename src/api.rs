@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::manifest::valid_name;
@@ -78,18 +79,72 @@ impl From<SupervisorError> for ApiError {
     }
 }
 
-/// `Json` whose rejections use our error format.
+/// Nesting deeper than this is refused before parsing: no request needs it, and deep input
+/// costs stack in every consumer (the schema validator, the plugin's own parser).
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// `Json` whose rejections use our error format, and which refuses over-deep documents.
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let is_json = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+            let essence = v.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+        });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected a request with `content-type: application/json`",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|r| {
+            let status = r.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "invalid_request" };
+            ApiError::new(status, code, r.body_text())
+        })?;
+        if json_depth(&bytes) > MAX_JSON_DEPTH {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "json_too_deep",
+                format!("the request nests JSON deeper than {MAX_JSON_DEPTH} levels"),
+            ));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+/// The deepest nesting of arrays and objects in `bytes`, strings skipped. Malformed input gets
+/// some answer; the parser rejects it afterwards.
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn json_rejection(r: JsonRejection) -> ApiError {
@@ -172,6 +227,15 @@ async fn execute(
             StatusCode::BAD_REQUEST,
             "plugin_name_mismatch",
             format!("plugin_name {given:?} does not match the plugin in the path {name:?}"),
+        ));
+    }
+    let size = serde_json::to_vec(&body.parameters).map_or(usize::MAX, |v| v.len());
+    let max = s.config().api.max_parameters;
+    if size as u64 > max.0 {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "parameters_too_large",
+            format!("parameters take {size} bytes; the limit is {max}"),
         ));
     }
     let wait = if body.wait { Wait::Result } else { Wait::Detach };
@@ -271,6 +335,7 @@ async fn method_not_allowed() -> ApiError {
 /// All routes, in one table, behind the role check of `gate`.
 pub fn router(supervisor: Arc<Supervisor>, gate: Arc<crate::auth::Gate>) -> Router {
     let max_body = supervisor.config().api.max_body.0 as usize;
+    let body_timeout = supervisor.config().api.body_timeout.0;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/v1/system", get(system))
@@ -289,6 +354,7 @@ pub fn router(supervisor: Arc<Supervisor>, gate: Arc<crate::auth::Gate>) -> Rout
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon log")
                 .into_response()

@@ -11,12 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::serve::IncomingStream;
 use serde_json::{Value, json};
 
 /// The systemd credential that may hold API tokens (`LoadCredential=ironclaw-api-tokens:...`).
@@ -97,19 +95,14 @@ fn groups_of(pid: Option<i32>) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Self {
-        match stream.io().peer_cred() {
+impl Peer {
+    /// The caller on a unix socket, from `SO_PEERCRED`.
+    pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
+        match stream.peer_cred() {
             Ok(cred) => Peer::Unix { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups: groups_of(cred.pid()) },
             // No credentials, no rights: an impossible uid.
             Err(_) => Peer::Unix { uid: u32::MAX, gid: u32::MAX, pid: None, groups: Vec::new() },
         }
-    }
-}
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Peer::Tcp(*stream.remote_addr())
     }
 }
 
@@ -309,7 +302,9 @@ pub async fn authorize(State(gate): State<Arc<Gate>>, request: Request, next: Ne
     if need == Some(Role::Admin) && method != Method::GET {
         gate.audit(json!({"event": "admin_action", "who": who, "method": method.as_str(), "path": path, "status": status.as_u16()}));
     } else if status == StatusCode::TOO_MANY_REQUESTS {
-        gate.audit(json!({"event": "denied", "reason": "rate_limit", "who": who, "method": method.as_str(), "path": path}));
+        gate.audit(
+            json!({"event": "denied", "reason": "rate_limit", "who": who, "method": method.as_str(), "path": path}),
+        );
     }
     response
 }

@@ -95,6 +95,14 @@ pub struct ApiConfig {
     /// TCP listener, off unless set. Loopback unless configured otherwise.
     pub tcp: Option<SocketAddr>,
     pub max_body: ByteSize,
+    /// The largest `parameters` of one execution request (serialized JSON).
+    pub max_parameters: ByteSize,
+    /// Time for a request's headers to arrive (slow clients are cut off).
+    pub header_timeout: Span,
+    /// Time for a request's body to arrive.
+    pub body_timeout: Span,
+    /// Open connections per listener; more get 503 with Retry-After.
+    pub max_connections: usize,
     /// Groups (names or numbers) whose members are admins on the unix socket, besides root.
     pub admin_groups: Vec<String>,
     /// Groups whose members may list and execute plugins on the unix socket.
@@ -161,7 +169,11 @@ impl Default for ApiConfig {
             socket_mode: "0660".into(),
             socket_group: None,
             tcp: None,
-            max_body: ByteSize(1 << 20),
+            max_body: ByteSize(2 << 20),
+            max_parameters: ByteSize(1 << 20),
+            header_timeout: Span(Duration::from_secs(10)),
+            body_timeout: Span(Duration::from_secs(30)),
+            max_connections: 256,
             admin_groups: Vec::new(),
             executor_groups: Vec::new(),
             audit_log: None,

@@ -128,6 +128,10 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
     };
     let mut servers = tokio::task::JoinSet::new();
+    let limits = crate::server::ConnectionLimits {
+        header_timeout: config.api.header_timeout.0,
+        max_connections: config.api.max_connections,
+    };
     // A socket passed by systemd (ironclawd.socket) is systemd's to keep and remove; one of our
     // own is bound here and removed on exit.
     let (unix, socket) = match crate::systemd::activated_socket().map_err(DaemonError::Activation)? {
@@ -148,10 +152,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(socket = %from, "listening");
         let app = router.clone();
         let shutdown = stopped();
-        servers.spawn(async move {
-            let app = app.into_make_service_with_connect_info::<crate::auth::Peer>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-        });
+        servers.spawn(crate::server::serve(listener, app, limits, shutdown));
     }
     if let Some(addr) = config.api.tcp {
         if !addr.ip().is_loopback() {
@@ -162,10 +163,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         tracing::info!(addr = %bound, "listening");
         let app = router.clone();
         let shutdown = stopped();
-        servers.spawn(async move {
-            let app = app.into_make_service_with_connect_info::<crate::auth::Peer>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-        });
+        servers.spawn(crate::server::serve(listener, app, limits, shutdown));
     }
 
     crate::systemd::ready(&supervisor.status_line());
@@ -176,11 +174,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracing::info!("shutting down: no new executions, waiting for in-flight ones");
     let _ = stop_tx.send(true);
     supervisor.shutdown(config.executions.shutdown_grace.0).await;
-    while let Some(done) = servers.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::error!(error = %e, "server error");
-        }
-    }
+    while servers.join_next().await.is_some() {}
     if let Some(path) = socket {
         let _ = std::fs::remove_file(path);
     }

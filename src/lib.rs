@@ -31,6 +31,7 @@ pub mod registry;
 pub mod runner;
 pub mod sandbox;
 pub mod secrets;
+pub mod server;
 pub mod snapshot;
 pub mod supervisor;
 pub mod systemd;

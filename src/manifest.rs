@@ -81,6 +81,8 @@ pub struct DeclaredLimits {
     pub rate: Option<Rate>,
     /// How long a successful result may be served again for the same parameters.
     pub cache_ttl: Option<Span>,
+    /// Executions of this plugin running at once; more wait in the daemon's bounded queue.
+    pub concurrency: Option<u64>,
 }
 
 impl DeclaredLimits {
@@ -103,6 +105,9 @@ impl DeclaredLimits {
         }
         if self.output.is_some_and(|o| o.0 == 0) {
             return Err(("output", "must be greater than zero".into()));
+        }
+        if self.concurrency.is_some_and(|c| c == 0) {
+            return Err(("concurrency", "must be at least 1".into()));
         }
         Ok(())
     }

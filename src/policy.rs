@@ -215,6 +215,7 @@ pub struct Limits {
     pub output: ByteSize,
     pub rate: Option<Rate>,
     pub cache_ttl: Option<Span>,
+    pub concurrency: u64,
 }
 
 /// Limits for plugins that declare none, unless a policy's `[defaults]` says otherwise.
@@ -228,6 +229,8 @@ pub const BUILTIN_DEFAULTS: DeclaredLimits = DeclaredLimits {
     output: Some(ByteSize(1 << 20)),
     rate: None,
     cache_ttl: None,
+    // Half the default global slots: one busy plugin never takes them all.
+    concurrency: Some(8),
 };
 
 /// Bounds no declaration or policy default can exceed; policy `[caps]` only lower them.
@@ -240,6 +243,7 @@ pub const BUILTIN_CAPS: DeclaredLimits = DeclaredLimits {
     output: Some(ByteSize(16 << 20)),
     rate: None,
     cache_ttl: Some(Span(Duration::from_secs(3600))),
+    concurrency: Some(256),
 };
 
 /// Everything one plugin is allowed, with provenance.
@@ -279,9 +283,19 @@ impl PolicySet {
             .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
             .collect();
         files.sort();
-        let mut set = PolicySet { files: files.clone(), ..Default::default() };
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| PolicyError::Read(file.clone(), e))?;
+        let texts = files
+            .into_iter()
+            .map(|file| {
+                std::fs::read_to_string(&file).map(|text| (file.clone(), text)).map_err(|e| PolicyError::Read(file, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::parse(texts)
+    }
+
+    /// The set from files already read, `(path, text)` in order.
+    pub fn parse(texts: Vec<(PathBuf, String)>) -> Result<Self, PolicyError> {
+        let mut set = PolicySet { files: texts.iter().map(|(file, _)| file.clone()).collect(), ..Default::default() };
+        for (file, text) in texts {
             let parsed = Self::parse_file(&file, &text)?;
             for layer in &parsed.sandbox.require {
                 if !set.requirements.layers.contains(layer) {
@@ -507,6 +521,7 @@ impl PolicySet {
         let pids = limit!(pids, |a: &u64, b: &u64| a < b);
         let output = limit!(output, |a: &ByteSize, b: &ByteSize| a < b);
         let rate = limit!(rate, |a: &Rate, b: &Rate| a.per_second() < b.per_second());
+        let concurrency = limit!(concurrency, |a: &u64, b: &u64| a < b);
         // Caching is off unless the plugin asks for it: a cap only shortens a declared TTL.
         let cache_ttl = declared.cache_ttl.and(limit!(cache_ttl, |a: &Span, b: &Span| a < b));
         if declared.cache_ttl.is_none() {
@@ -531,6 +546,7 @@ impl PolicySet {
             output: output.expect(SET),
             rate,
             cache_ttl,
+            concurrency: concurrency.expect(SET),
         };
         (limits, sources)
     }

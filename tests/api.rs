@@ -101,7 +101,7 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!((a.status.as_u16(), error_code(&a.body)), (400, "invalid_request"));
 
     // The daemon answers 413 from Content-Length alone and closes: read the early answer, as curl does.
-    let (status, body) = raw_post(&d.socket, exec, &vec![b'1'; 2 << 20]).await;
+    let (status, body) = raw_post(&d.socket, exec, &vec![b'1'; 3 << 20]).await;
     assert_eq!((status, error_code(&body)), (413, "payload_too_large"));
 
     let a = c.get("/api/v1/nothing-here").await.unwrap();

@@ -244,6 +244,7 @@ mod tests {
             output: ByteSize(1024),
             rate: None,
             cache_ttl: None,
+            concurrency: 1,
         };
         let cg = root.create("abc", &limits).unwrap();
         let dir = service.join("exec-abc");

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use semver::Version;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tracing::Instrument;
 
 use crate::config::Config;
@@ -173,6 +173,8 @@ pub struct Supervisor {
     runners: Arc<pool::RunnerPool>,
     registry: RwLock<Registry>,
     slots: Arc<Semaphore>,
+    /// Per-plugin slots, `(concurrency, slots)`: replaced when a reload changes the limit.
+    plugin_slots: Mutex<BTreeMap<String, (u64, Arc<Semaphore>)>>,
     free_uids: Mutex<Vec<u32>>,
     waiting: AtomicUsize,
     executions: Mutex<Executions>,
@@ -212,6 +214,7 @@ impl Supervisor {
             runners: pool::RunnerPool::start(config.runner.prestarted.min(n)),
             registry: RwLock::new(registry),
             slots: Arc::new(Semaphore::new(n)),
+            plugin_slots: Mutex::new(BTreeMap::new()),
             free_uids: Mutex::new(uids),
             waiting: AtomicUsize::new(0),
             executions: Mutex::new(Executions::default()),
@@ -510,18 +513,10 @@ impl Supervisor {
             return Ok(Started::Finished(Box::new(result)));
         }
 
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.executions.max_queued {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    return Err(SupervisorError::Overloaded);
-                }
-                let acquired = self.slots.clone().acquire_owned().await;
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                acquired.map_err(|_| SupervisorError::ShuttingDown)?
-            }
-        };
+        // The plugin's own slot first, so executions queued behind a busy plugin hold no global
+        // slot that other plugins could use.
+        let plugin_permit = self.acquire(self.plugin_slots(&name, plan.limits.concurrency)).await?;
+        let permit = self.acquire(self.slots.clone()).await?;
         plan.uid = lock(&self.free_uids).pop().expect("one uid per semaphore permit");
         let (cancel_tx, cancel_rx) = watch::channel(false);
         if record {
@@ -541,7 +536,7 @@ impl Supervisor {
                 let ttl = plan.limits.cache_ttl;
                 let result = execution::execute(plan, &this.runners, cancel_rx).await;
                 lock(&this.free_uids).push(uid);
-                drop(permit);
+                drop((permit, plugin_permit));
                 // Only successes are cached: a failure may be transient, and is never replayed.
                 if let (Some(key), Some(ttl), ExecutionStatus::Success) = (cache_key, ttl, result.status) {
                     lock(&this.cache).put(key, ttl.0, result.clone(), std::time::Instant::now());
@@ -559,6 +554,31 @@ impl Supervisor {
                 done_rx.await.map(|r| Started::Finished(Box::new(r))).map_err(|_| SupervisorError::TaskFailed)
             }
         }
+    }
+
+    /// A permit of `slots` now, or after a wait in the bounded queue (full: `Overloaded`).
+    async fn acquire(&self, slots: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, SupervisorError> {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.executions.max_queued {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(SupervisorError::Overloaded);
+        }
+        let acquired = slots.acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        acquired.map_err(|_| SupervisorError::ShuttingDown)
+    }
+
+    /// The plugin's slots for its current concurrency limit. Executions holding permits of a
+    /// replaced semaphore finish on it; new ones use the new limit.
+    fn plugin_slots(&self, plugin: &str, concurrency: u64) -> Arc<Semaphore> {
+        let mut all = lock(&self.plugin_slots);
+        let entry = all.entry(plugin.to_string()).or_insert_with(|| (0, Arc::new(Semaphore::new(0))));
+        if entry.0 != concurrency {
+            *entry = (concurrency, Arc::new(Semaphore::new(concurrency as usize)));
+        }
+        entry.1.clone()
     }
 
     /// Records a finished execution: table, statistics, lifecycle events, log line.
@@ -702,5 +722,8 @@ impl Supervisor {
             tracing::info!(plugin = %entry.name, "on_unload");
         }
         self.slots.close();
+        for (_, slots) in lock(&self.plugin_slots).values() {
+            slots.close();
+        }
     }
 }

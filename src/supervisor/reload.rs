@@ -222,14 +222,11 @@ impl Supervisor {
     /// probation.
     fn swap(&self, folder: &Path, candidate: Arc<LoadedPlugin>, from_backup: bool) -> ReloadOutcome {
         let name = candidate.manifest.name.clone();
-        let previous = self.registry_mut().install(candidate.clone());
-        let backup = previous.as_ref().and_then(|p| self.backup(p));
-        let mut outcome =
-            ReloadOutcome::new(folder, if previous.is_some() { "changed" } else { "added" }).of(&candidate);
-        outcome.previous_version = previous.as_ref().map(|p| p.manifest.version.to_string());
-        outcome.backup = backup;
-        self.with_context(|ctx| {
+        // The new version, its resolved state and its lifecycle event appear together: a reader
+        // never sees the version without the event.
+        let previous = self.with_context(|ctx| {
             let mut reg = self.registry_mut();
+            let previous = reg.install(candidate.clone());
             reg.resolve(ctx);
             if let Some(entry) = reg.plugins.get_mut(&name) {
                 let detail = format!(
@@ -249,14 +246,20 @@ impl Supervisor {
                     (None, false) => LifecycleEventKind::OnLoad,
                 };
                 entry.record(kind, detail);
-                entry.probation = match previous {
+                entry.probation = match &previous {
                     Some(previous) if !from_backup && self.config.reload.probation > 0 => {
-                        Some(Probation { previous, remaining: self.config.reload.probation })
+                        Some(Probation { previous: previous.clone(), remaining: self.config.reload.probation })
                     }
                     _ => None,
                 };
             }
+            previous
         });
+        let backup = previous.as_ref().and_then(|p| self.backup(p));
+        let mut outcome =
+            ReloadOutcome::new(folder, if previous.is_some() { "changed" } else { "added" }).of(&candidate);
+        outcome.previous_version = previous.as_ref().map(|p| p.manifest.version.to_string());
+        outcome.backup = backup;
         outcome
     }
 
