@@ -20,7 +20,7 @@ CONFDIR := $(DESTDIR)$(SYSCONFDIR)/ironclaw
 # Every plugin folder of plugins/ (a folder with a plugin.toml).
 ALL_PLUGINS := $(patsubst plugins/%/plugin.toml,%,$(wildcard plugins/*/plugin.toml))
 
-.PHONY: all build plugins run test vm-test lint bench clean install uninstall
+.PHONY: all build plugins run test escape fuzz api-fuzz vm-test lint bench clean install uninstall
 
 all: build plugins
 
@@ -41,8 +41,37 @@ run: build plugins
 test: lint
 	$(CARGO) build --workspace --all-targets
 	$(MAKE) plugins PROFILE=dev
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast -- --skip no_escape_attempt_gets_through
+	$(MAKE) escape
+	$(MAKE) api-fuzz
+	$(MAKE) fuzz
 	$(MAKE) vm-test
+
+## The adversarial escape suite, with its per-attempt lines and the "N attempted, 0 escaped" summary.
+escape:
+	$(CARGO) test --test escape no_escape_attempt_gets_through -- --nocapture
+
+## schemathesis (from PyPI, into target/venv) against a live daemon on the repo's plugins: no 5xx,
+## every answer as the OpenAPI document says, the daemon alive at the end.
+api-fuzz:
+	$(CARGO) build --bin ironclawd
+	tests/api_fuzz/run.sh target/debug
+
+## Each cargo-fuzz target for FUZZ_SECONDS (libFuzzer without a sanitizer: the targets are safe
+## Rust, so it looks for panics, stack overflows, hangs and runaway memory). A finding is saved
+## in fuzz/artifacts/; fixed, its input goes to fuzz/regressions/<target>/.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := manifest policy ipc_frame calculator
+fuzz:
+	command -v cargo-fuzz > /dev/null || $(CARGO) install cargo-fuzz --locked --version 0.13.2
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t && \
+		$(CARGO) fuzz run --features libfuzzer --sanitizer none $$t target/fuzz-corpus/$$t fuzz/seeds/$$t \
+			-- -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048 > target/fuzz-$$t.log 2>&1; \
+		status=$$?; \
+		echo "fuzz $$t: $$(grep -E '^Done [0-9]+ runs' target/fuzz-$$t.log)"; \
+		[ $$status -eq 0 ] || { tail -n 60 target/fuzz-$$t.log; exit 1; }; \
+	done
 
 ## The VM suite alone (about 3 minutes with its cached root, 6 on a fresh clone).
 vm-test:

@@ -256,11 +256,12 @@ fn required(method: &Method, path: &str) -> Option<Role> {
     match (method, segments.as_slice()) {
         (&Method::GET, ["", "healthz"]) => None,
         (&Method::GET, ["", "api", "v1", "plugins"])
+        | (&Method::GET, ["", "api", "v1", "openapi.json"])
         | (&Method::GET, ["", "api", "v1", "plugins", _])
         | (&Method::POST, ["", "api", "v1", "plugins", _, "execute"])
         | (&Method::GET, ["", "api", "v1", "executions"])
         | (&Method::GET, ["", "api", "v1", "executions", _])
-        | (&Method::DELETE, ["", "api", "v1", "executions", _]) => Some(Role::Executor),
+        | (&Method::POST, ["", "api", "v1", "executions", _, "cancel"]) => Some(Role::Executor),
         _ => Some(Role::Admin),
     }
 }

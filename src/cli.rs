@@ -218,7 +218,7 @@ async fn run(cli: Cli, client: Client) -> ExitCode {
             }
             client.get(&path).await
         }
-        Command::Cancel { id } => client.delete(&format!("/api/v1/executions/{id}")).await,
+        Command::Cancel { id } => client.post(&format!("/api/v1/executions/{id}/cancel"), &serde_json::json!({})).await,
         Command::Stats { name: Some(name) } => client.get(&format!("/api/v1/plugins/{name}/stats")).await,
         Command::Stats { name: None } => client.get("/api/v1/stats").await,
         Command::System => client.get("/api/v1/system").await,

@@ -79,10 +79,6 @@ impl Client {
         self.send(Method::GET, path, None).await
     }
 
-    pub async fn delete(&self, path: &str) -> Result<Answer, ClientError> {
-        self.send(Method::DELETE, path, None).await
-    }
-
     pub async fn post(&self, path: &str, body: &Value) -> Result<Answer, ClientError> {
         self.send(Method::POST, path, Some(body.to_string().into_bytes())).await
     }

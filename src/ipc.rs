@@ -120,8 +120,13 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(mut r: impl Read) -> Result<T, I
     if len > MAX_FRAME {
         return Err(IpcError::TooLarge(len, MAX_FRAME));
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).map_err(IpcError::Read)?;
+    // Grows with the bytes that actually arrive: a length alone (from a plugin, after
+    // `Confined`) allocates nothing.
+    let mut body = Vec::with_capacity(len.min(64 * 1024));
+    r.by_ref().take(len as u64).read_to_end(&mut body).map_err(IpcError::Read)?;
+    if body.len() < len {
+        return Err(IpcError::Read(std::io::ErrorKind::UnexpectedEof.into()));
+    }
     serde_json::from_slice(&body).map_err(IpcError::Decode)
 }
 

@@ -215,7 +215,7 @@ async fn cancel_a_running_execution() {
     assert_eq!(running["executions"][0]["id"], id.as_str());
     assert_eq!(d.get(&format!("/api/v1/executions/{id}")).await.body["status"], "running");
 
-    let a = c.delete(&format!("/api/v1/executions/{id}")).await.unwrap();
+    let a = c.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).await.unwrap();
     assert_eq!((a.status.as_u16(), &a.body["status"]), (200, &json!("cancelling")));
     let mut status = Value::Null;
     for _ in 0..100 {
@@ -226,7 +226,7 @@ async fn cancel_a_running_execution() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(status, "cancelled");
-    let a = c.delete(&format!("/api/v1/executions/{id}")).await.unwrap();
+    let a = c.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).await.unwrap();
     assert_eq!((a.status.as_u16(), error_code(&a.body)), (409, "execution_finished"));
     assert!(d.settled_sandbox_processes().await.is_empty());
 }
@@ -248,7 +248,7 @@ async fn concurrency_over_the_limit_is_refused_with_retry_after() {
     let id = a.body["id"].as_str().unwrap().to_string();
     let a = c.post("/api/v1/plugins/calculator/execute", &json!({"parameters": {"expression": "1"}})).await.unwrap();
     assert_eq!((a.status.as_u16(), error_code(&a.body)), (429, "overloaded"));
-    c.delete(&format!("/api/v1/executions/{id}")).await.unwrap();
+    c.post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).await.unwrap();
     // Once the slot is free again, executions run.
     let mut last = None;
     for _ in 0..100 {

@@ -938,7 +938,7 @@ async fn no_escape_attempt_gets_through() {
     process_attempts(&mut s, d.pid(), *victims.iter().max().unwrap());
     tally.run(s, &d, &mut c, &victims).await;
     let id = victim.body["id"].as_str().unwrap();
-    assert_eq!(d.client().delete(&format!("/api/v1/executions/{id}")).await.unwrap().status, 200);
+    assert_eq!(d.client().post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).await.unwrap().status, 200);
 
     let mut s = Suite::default();
     filesystem_attempts(&mut s, &c, &d);

@@ -39,7 +39,7 @@ const PLUGIN_ENV: [(&str, &str); 4] = [
 /// what the sampling monitor might miss between two samples, not the limit itself.
 const ADDRESS_SPACE_HEADROOM: u64 = 512 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     Running,
@@ -87,7 +87,7 @@ impl ExecutionStatus {
 }
 
 /// The result object of every execution.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecutionResult {
     pub id: String,
     pub plugin: String,
@@ -96,6 +96,8 @@ pub struct ExecutionResult {
     #[serde(default)]
     pub plugin_digest: String,
     pub status: ExecutionStatus,
+    /// The plugin's answer: any JSON value.
+    #[schema(value_type = Option<Value>)]
     pub data: Option<Value>,
     pub error: Option<String>,
     pub duration_ms: u64,
@@ -103,6 +105,8 @@ pub struct ExecutionResult {
     pub peak_memory_bytes: u64,
     /// The signal that ended the plugin, when it crashed.
     pub signal: Option<i32>,
+    /// The layers actually enforced: `resources` and `sandbox` (null when no runner started).
+    #[schema(value_type = Object)]
     pub layers: LayerReport,
     /// The plugin's stderr (the first 64 KiB).
     pub log: String,

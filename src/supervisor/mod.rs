@@ -148,6 +148,14 @@ pub enum Started {
     Detached(String),
 }
 
+/// A plugin's parameter schema, as the API document shows it.
+pub struct PluginParameters {
+    pub plugin: String,
+    pub schema: Value,
+    /// `{}` is valid: a request may leave `parameters` out.
+    pub may_be_omitted: bool,
+}
+
 /// What the daemon read at start-up, before the supervisor owns it.
 pub struct Loaded {
     pub policy: PolicySet,
@@ -383,10 +391,33 @@ impl Supervisor {
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Value, SupervisorError> {
         let mut reg = self.registry_mut();
+        if !reg.plugins.contains_key(name) {
+            return Err(SupervisorError::NotFound(name.into()));
+        }
         let state = self.with_context(|ctx| reg.set_enabled(name, enabled, ctx))?;
         tracing::info!(plugin = %name, enabled, ?state, "admin changed the enabled state");
         let reason = reg.plugins.get(name).and_then(|e| e.reason.clone());
         Ok(json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}))
+    }
+
+    /// Each loaded plugin's parameter schema, for the API document.
+    pub fn parameter_schemas(&self) -> Vec<PluginParameters> {
+        let reg = self.registry();
+        reg.plugins
+            .values()
+            .filter_map(|e| {
+                let plugin = e.plugin.as_ref()?;
+                Some(PluginParameters {
+                    plugin: e.name.clone(),
+                    schema: plugin.manifest.parameters.clone(),
+                    may_be_omitted: plugin.validator.is_valid(&serde_json::json!({})),
+                })
+            })
+            .collect()
+    }
+
+    pub fn has_plugin(&self, name: &str) -> bool {
+        self.registry().plugins.contains_key(name)
     }
 
     /// Validates and runs one execution.
