@@ -949,13 +949,17 @@ async fn no_escape_attempt_gets_through() {
     leak_attempts(&mut s, &d);
     tally.run(s, &d, &mut c, &[]).await;
 
-    let classes: BTreeSet<_> = tally.attempted.iter().map(|(class, _)| *class).collect();
+    let mut classes: BTreeMap<&str, usize> = BTreeMap::new();
+    for (class, _) in &tally.attempted {
+        *classes.entry(class).or_default() += 1;
+    }
+    let classes: Vec<String> = classes.iter().map(|(class, n)| format!("{class} {n}")).collect();
     println!(
-        "\nescape suite: {} attempted, {} escaped ({} runs of native and exec plugins; classes: {})",
+        "\nescape suite: {} attempted, {} escaped ({} runs of native and exec plugins; {})",
         tally.attempted.len(),
         tally.escaped.len(),
         tally.runs,
-        classes.into_iter().collect::<Vec<_>>().join(", ")
+        classes.join(", ")
     );
     assert!(tally.escaped.is_empty(), "{} attempts got through:\n{}", tally.escaped.len(), tally.escaped.join("\n"));
 }
