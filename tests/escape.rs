@@ -337,6 +337,22 @@ fn proxy(request_line: &str, host: &str) -> Value {
     attack("proxy_request", json!({"request": format!("{request_line} HTTP/1.1\r\nHost: {host}\r\n\r\n")}))
 }
 
+/// The errno the plugin saw at `pointer` in its observation (e.g. `/reply/errno_name`).
+fn errno_at(pointer: &'static str, want: &'static str) -> Expect {
+    check(move |r| match r["data"].pointer(pointer).and_then(Value::as_str) {
+        Some(got) if got == want => Ok(()),
+        got => Err(format!("expected {want} at {pointer}, got {got:?}: {}", r["data"])),
+    })
+}
+
+/// `want` after fewer than `bound` of `counted` were made: a limit ended the attack, not its end.
+fn stopped_below(counted: &'static str, bound: u64, want: &'static str) -> Expect {
+    check(move |r| match (errno_of(&r["data"]), r["data"][counted].as_u64()) {
+        (Some(got), Some(n)) if got == want && n < bound => Ok(()),
+        _ => Err(format!("expected {want} with {counted} below {bound}: {}", r["data"])),
+    })
+}
+
 /// Checks a field of the plugin's observation.
 fn check(f: impl Fn(&Value) -> Result<(), String> + 'static) -> Expect {
     Expect::Check(Rc::new(f))
@@ -638,10 +654,7 @@ fn network_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
         "UDP to a host loopback socket",
         &BOTH,
         vec![attack("udp_exchange", json!({"addr": udp4}))],
-        check(|r| match r["data"]["reply"]["errno_name"].as_str() {
-            Some("EAGAIN") => Ok(()),
-            other => Err(format!("expected no reply (EAGAIN), got {other:?}: {}", r["data"])),
-        }),
+        errno_at("/reply/errno_name", "EAGAIN"),
     );
     // No route leaves the sandbox's network namespace.
     s.add(
@@ -649,10 +662,7 @@ fn network_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
         "UDP to a test host in another namespace",
         &BOTH,
         vec![attack("udp_exchange", json!({"addr": test_host_udp}))],
-        check(|r| match r["data"]["send"]["errno_name"].as_str() {
-            Some("ENETUNREACH") => Ok(()),
-            other => Err(format!("expected ENETUNREACH, got {other:?}: {}", r["data"])),
-        }),
+        errno_at("/send/errno_name", "ENETUNREACH"),
     );
     s.errno(
         "network",
@@ -738,10 +748,8 @@ fn resource_attempts(s: &mut Suite) {
         "fork bomb",
         &BOTH,
         vec![attack("fork_bomb", json!({}))],
-        check(|r| match (errno_of(&r["data"]), r["data"]["forked"].as_u64()) {
-            (Some("EAGAIN"), Some(n)) if n < 8 => Ok(()),
-            _ => Err(format!("expected EAGAIN below pids = 8: {}", r["data"])),
-        }),
+        // pids = 8 in the fixture's manifest, the plugin itself included.
+        stopped_below("forked", 8, "EAGAIN"),
     );
     s.add("resources", "thread bomb", &BOTH, vec![attack("thread_bomb", json!({}))], Expect::Errno("EAGAIN"));
     s.add(
@@ -771,10 +779,7 @@ fn resource_attempts(s: &mut Suite) {
         "fd exhaustion",
         &BOTH,
         vec![attack("fd_exhaust", json!({}))],
-        check(|r| match (errno_of(&r["data"]), r["data"]["opened"].as_u64()) {
-            (Some("EMFILE"), Some(n)) if n < 4096 => Ok(()),
-            _ => Err(format!("expected EMFILE within a small descriptor limit: {}", r["data"])),
-        }),
+        stopped_below("opened", 4096, "EMFILE"),
     );
     s.add(
         "resources",
@@ -911,34 +916,34 @@ async fn start() -> (Daemon, Canaries) {
     (d, c)
 }
 
+/// Starts an execution of the neighbour that sleeps until its 8 s timeout; returns its id.
+async fn sleeping_neighbour(d: &Daemon) -> String {
+    let sleep = json!({"parameters": {"attack": "sleep", "seconds": 30}, "wait": false});
+    let a = d.client().post(&format!("/api/v1/plugins/{NEIGHBOUR}/execute"), &sleep).await.unwrap();
+    assert_eq!(a.status, 202, "{}", a.body);
+    a.body["id"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn no_escape_attempt_gets_through() {
     require_root!();
     let (d, mut c) = start().await;
     let mut tally = Tally::default();
 
-    // Process attacks against a live neighbour: a sleeping runner of another plugin.
-    let victim = d
-        .client()
-        .post(
-            &format!("/api/v1/plugins/{NEIGHBOUR}/execute"),
-            &json!({"parameters": {"attack": "sleep", "seconds": 30}, "wait": false}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(victim.status, 202, "{}", victim.body);
-    let victim_processes = common::settle(|| {
-        let p = d.sandbox_processes();
-        if p.len() >= 2 { vec![] } else { vec![0] }
-    })
-    .await;
-    assert!(victim_processes.is_empty(), "the victim runner did not start");
+    // Process attacks against a live neighbour: a sleeping runner of another plugin (its
+    // sandbox init and the plugin).
+    let victim = sleeping_neighbour(&d).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while d.sandbox_processes().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the victim runner did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let victims = d.sandbox_processes();
     let mut s = Suite::default();
     process_attempts(&mut s, d.pid(), *victims.iter().max().unwrap());
     tally.run(s, &d, &mut c, &victims).await;
-    let id = victim.body["id"].as_str().unwrap();
-    assert_eq!(d.client().post(&format!("/api/v1/executions/{id}/cancel"), &json!({})).await.unwrap().status, 200);
+    let cancelled = d.client().post(&format!("/api/v1/executions/{victim}/cancel"), &json!({})).await.unwrap();
+    assert_eq!(cancelled.status, 200, "{}", cancelled.body);
 
     let mut s = Suite::default();
     filesystem_attempts(&mut s, &c, &d);
@@ -993,15 +998,7 @@ async fn the_canaries_notice_every_kind_of_breach() {
 
     // A sandbox process still running after its execution is a breach too (this one sleeps
     // within its 8 s timeout, longer than the check waits for processes to go).
-    let sleeper = d
-        .client()
-        .post(
-            &format!("/api/v1/plugins/{NEIGHBOUR}/execute"),
-            &json!({"parameters": {"attack": "sleep", "seconds": 30}, "wait": false}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(sleeper.status, 202);
+    sleeping_neighbour(&d).await;
     let found = c.breaches(&d, &[], &json!({})).await;
     assert!(found.iter().any(|f| f.starts_with("sandbox processes outlived")), "{found:?}");
 }
