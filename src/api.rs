@@ -172,19 +172,36 @@ fn json_depth(bytes: &[u8]) -> usize {
     deepest
 }
 
-/// `Query` whose rejections use our error format.
-pub struct ApiQuery<T>(pub T);
+/// An axum extractor of the request's parts whose rejections use our error format.
+macro_rules! answered_in_our_format {
+    ($(#[$doc:meta])* $name:ident wraps $inner:ident) => {
+        $(#[$doc])*
+        pub struct $name<T>(pub T);
 
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
-    type Rejection = ApiError;
+        impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for $name<T> {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(r) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", r.body_text())),
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                match $inner::<T>::from_request_parts(parts, state).await {
+                    Ok($inner(v)) => Ok($name(v)),
+                    Err(r) => Err(ApiError::new(r.status(), "invalid_request", r.body_text())),
+                }
+            }
         }
-    }
+    };
 }
+
+answered_in_our_format!(
+    /// `Query`, answered in our error format.
+    ApiQuery wraps Query
+);
+answered_in_our_format!(
+    /// `Path` (e.g. a segment that is not UTF-8), answered in our error format.
+    ApiPath wraps Path
+);
 
 fn json_rejection(r: JsonRejection) -> ApiError {
     let status = r.status();
@@ -222,7 +239,6 @@ type ApiResult = Result<Json<Value>, ApiError>;
 struct PluginName {
     /// Lower-case letters, digits and `_`, starting with a letter.
     #[param(pattern = r"^[a-z][a-z0-9_]{0,63}$")]
-    #[allow(dead_code)]
     name: String,
 }
 
@@ -232,7 +248,6 @@ struct PluginName {
 struct ExecutionId {
     /// 32 lower-case hex digits.
     #[param(pattern = r"^[0-9a-f]{32}$")]
-    #[allow(dead_code)]
     id: String,
 }
 
@@ -266,7 +281,7 @@ async fn list_plugins(State(s): Sup) -> Json<Value> {
         (status = 200, description = "Manifest, state, effective permissions and limits with their sources, events", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn plugin_info(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+async fn plugin_info(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
     check_name(&name)?;
     Ok(Json(s.plugin_info(&name)?))
 }
@@ -318,7 +333,7 @@ fn yes() -> bool {
     ))]
 async fn execute(
     State(s): Sup,
-    Path(name): Path<String>,
+    ApiPath(PluginName { name }): ApiPath<PluginName>,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
@@ -364,7 +379,11 @@ struct EnableBody {
         (status = 200, description = "The plugin's new state (kept across restarts)", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn enable(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<EnableBody>) -> ApiResult {
+async fn enable(
+    State(s): Sup,
+    ApiPath(PluginName { name }): ApiPath<PluginName>,
+    ApiJson(body): ApiJson<EnableBody>,
+) -> ApiResult {
     check_name(&name)?;
     Ok(Json(s.set_enabled(&name, body.enabled)?))
 }
@@ -374,7 +393,7 @@ async fn enable(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<
         (status = 200, description = "What the reload did: changed, unchanged or failed, and why", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn reload_plugin(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+async fn reload_plugin(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
     check_name(&name)?;
     Ok(Json(json!(s.reload_plugin(&name).await?)))
 }
@@ -390,7 +409,7 @@ async fn reload_all(State(s): Sup) -> Json<Value> {
         (status = 200, description = "The plugin's backups, newest first", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn backups(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+async fn backups(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
     check_name(&name)?;
     Ok(Json(s.backups(&name)?))
 }
@@ -408,7 +427,11 @@ struct RollbackBody {
         (status = 200, description = "The restored version's reload outcome", body = Object),
         (status = 404, description = "No such plugin or backup", body = ErrorBody),
     ))]
-async fn rollback(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJson<RollbackBody>) -> ApiResult {
+async fn rollback(
+    State(s): Sup,
+    ApiPath(PluginName { name }): ApiPath<PluginName>,
+    ApiJson(body): ApiJson<RollbackBody>,
+) -> ApiResult {
     check_name(&name)?;
     Ok(Json(json!(s.rollback(&name, &body.backup).await?)))
 }
@@ -418,7 +441,7 @@ async fn rollback(State(s): Sup, Path(name): Path<String>, ApiJson(body): ApiJso
         (status = 200, description = "The plugin's execution statistics", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn plugin_stats(State(s): Sup, Path(name): Path<String>) -> ApiResult {
+async fn plugin_stats(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
     check_name(&name)?;
     Ok(Json(s.plugin_stats(&name)?))
 }
@@ -468,7 +491,7 @@ async fn list_executions(State(s): Sup, ApiQuery(q): ApiQuery<ExecutionQuery>) -
         (status = 200, description = "The execution's result, or `running`", body = Object),
         (status = 404, description = "No such execution", body = ErrorBody),
     ))]
-async fn get_execution(State(s): Sup, Path(id): Path<String>) -> ApiResult {
+async fn get_execution(State(s): Sup, ApiPath(ExecutionId { id }): ApiPath<ExecutionId>) -> ApiResult {
     check_execution_id(&id)?;
     Ok(Json(s.execution(&id)?))
 }
@@ -479,7 +502,7 @@ async fn get_execution(State(s): Sup, Path(id): Path<String>) -> ApiResult {
         (status = 404, description = "No such execution", body = ErrorBody),
         (status = 409, description = "The execution has already finished", body = ErrorBody),
     ))]
-async fn cancel_execution(State(s): Sup, Path(id): Path<String>) -> ApiResult {
+async fn cancel_execution(State(s): Sup, ApiPath(ExecutionId { id }): ApiPath<ExecutionId>) -> ApiResult {
     check_execution_id(&id)?;
     Ok(Json(s.cancel(&id)?))
 }

@@ -87,6 +87,9 @@ async fn identifiers_never_reach_a_path() {
         let a = c.post(&format!("/api/v1/plugins/{name}/reload"), &json!({})).await.unwrap();
         assert_eq!(a.status, 404, "{name}: {}", a.body);
     }
+    // A segment that is not UTF-8 is refused in the same JSON format.
+    let a = c.get("/api/v1/plugins/%FF%FE").await.unwrap();
+    assert_eq!((a.status.as_u16(), error_code(&a.body)), (400, "invalid_request"), "{}", a.body);
     for backup in ["../../../etc", "/etc/passwd", "1.0.0-..", ""] {
         let a = c.post("/api/v1/plugins/calculator/rollback", &json!({"backup": backup})).await.unwrap();
         assert_eq!((a.status.as_u16(), error_code(&a.body)), (404, "backup_not_found"), "{backup:?}: {}", a.body);

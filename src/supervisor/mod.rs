@@ -391,10 +391,10 @@ impl Supervisor {
 
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Result<Value, SupervisorError> {
         let mut reg = self.registry_mut();
-        if !reg.plugins.contains_key(name) {
-            return Err(SupervisorError::NotFound(name.into()));
-        }
-        let state = self.with_context(|ctx| reg.set_enabled(name, enabled, ctx))?;
+        let state = self.with_context(|ctx| reg.set_enabled(name, enabled, ctx)).map_err(|e| match e {
+            RegistryError::NotFound(name) => SupervisorError::NotFound(name),
+            e => SupervisorError::Registry(e),
+        })?;
         tracing::info!(plugin = %name, enabled, ?state, "admin changed the enabled state");
         let reason = reg.plugins.get(name).and_then(|e| e.reason.clone());
         Ok(json!({"name": name, "enabled": state == PluginState::Enabled, "state": state, "reason": reason}))
