@@ -522,6 +522,10 @@ mod tests {
         assert_eq!(packet, 0x0005_0000 | libc::EAFNOSUPPORT as u32);
         let unix = verdict(&program, libc::SYS_socket, [libc::AF_UNIX as u64, 0, 0, 0, 0, 0]);
         assert_eq!(unix, 0x0005_0000 | libc::EAFNOSUPPORT as u32);
+        let netlink = |protocol: i32| [libc::AF_NETLINK as u64, libc::SOCK_RAW as u64, protocol as u64, 0, 0, 0];
+        assert_eq!(verdict(&program, libc::SYS_socket, netlink(libc::NETLINK_ROUTE)), ALLOW);
+        let uevents = verdict(&program, libc::SYS_socket, netlink(libc::NETLINK_KOBJECT_UEVENT));
+        assert_eq!(uevents, 0x0005_0000 | libc::EPROTONOSUPPORT as u32);
         assert_eq!(verdict(&program, libc::SYS_socketpair, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]), ALLOW);
     }
 
