@@ -214,26 +214,11 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     ApiError::new(status, code, r.body_text())
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
-    if valid_name(name) {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", format!("no plugin named {name:?}")))
-    }
-}
-
-fn check_execution_id(id: &str) -> Result<(), ApiError> {
-    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::NOT_FOUND, "execution_not_found", format!("no execution with id {id:?}")))
-    }
-}
-
 type Sup = State<Arc<Supervisor>>;
 type ApiResult = Result<Json<Value>, ApiError>;
 
-/// A plugin's name in a path: what `manifest::valid_name` accepts.
+/// A plugin's name in a path: what `manifest::valid_name` accepts. Anything else is answered
+/// 404 as extracted, so no handler sees a name that could reach a path.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct PluginName {
@@ -242,13 +227,41 @@ struct PluginName {
     name: String,
 }
 
-/// An execution's id in a path.
+impl<S: Send + Sync> FromRequestParts<S> for PluginName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiPath(Self { name }) = ApiPath::<Self>::from_request_parts(parts, state).await?;
+        if !valid_name(&name) {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, "plugin_not_found", format!("no plugin named {name:?}")));
+        }
+        Ok(Self { name })
+    }
+}
+
+/// An execution's id in a path, checked as it is extracted like [`PluginName`].
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct ExecutionId {
     /// 32 lower-case hex digits.
     #[param(pattern = r"^[0-9a-f]{32}$")]
     id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ExecutionId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiPath(Self { id }) = ApiPath::<Self>::from_request_parts(parts, state).await?;
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "execution_not_found",
+                format!("no execution with id {id:?}"),
+            ));
+        }
+        Ok(Self { id })
+    }
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "system", security(()),
@@ -281,8 +294,7 @@ async fn list_plugins(State(s): Sup) -> Json<Value> {
         (status = 200, description = "Manifest, state, effective permissions and limits with their sources, events", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn plugin_info(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
-    check_name(&name)?;
+async fn plugin_info(State(s): Sup, PluginName { name }: PluginName) -> ApiResult {
     Ok(Json(s.plugin_info(&name)?))
 }
 
@@ -333,10 +345,9 @@ fn yes() -> bool {
     ))]
 async fn execute(
     State(s): Sup,
-    ApiPath(PluginName { name }): ApiPath<PluginName>,
+    PluginName { name }: PluginName,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&name)?;
     if !s.has_plugin(&name) {
         return Err(SupervisorError::NotFound(name).into());
     }
@@ -379,12 +390,7 @@ struct EnableBody {
         (status = 200, description = "The plugin's new state (kept across restarts)", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn enable(
-    State(s): Sup,
-    ApiPath(PluginName { name }): ApiPath<PluginName>,
-    ApiJson(body): ApiJson<EnableBody>,
-) -> ApiResult {
-    check_name(&name)?;
+async fn enable(State(s): Sup, PluginName { name }: PluginName, ApiJson(body): ApiJson<EnableBody>) -> ApiResult {
     Ok(Json(s.set_enabled(&name, body.enabled)?))
 }
 
@@ -393,8 +399,7 @@ async fn enable(
         (status = 200, description = "What the reload did: changed, unchanged or failed, and why", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn reload_plugin(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
-    check_name(&name)?;
+async fn reload_plugin(State(s): Sup, PluginName { name }: PluginName) -> ApiResult {
     Ok(Json(json!(s.reload_plugin(&name).await?)))
 }
 
@@ -409,8 +414,7 @@ async fn reload_all(State(s): Sup) -> Json<Value> {
         (status = 200, description = "The plugin's backups, newest first", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn backups(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
-    check_name(&name)?;
+async fn backups(State(s): Sup, PluginName { name }: PluginName) -> ApiResult {
     Ok(Json(s.backups(&name)?))
 }
 
@@ -427,12 +431,7 @@ struct RollbackBody {
         (status = 200, description = "The restored version's reload outcome", body = Object),
         (status = 404, description = "No such plugin or backup", body = ErrorBody),
     ))]
-async fn rollback(
-    State(s): Sup,
-    ApiPath(PluginName { name }): ApiPath<PluginName>,
-    ApiJson(body): ApiJson<RollbackBody>,
-) -> ApiResult {
-    check_name(&name)?;
+async fn rollback(State(s): Sup, PluginName { name }: PluginName, ApiJson(body): ApiJson<RollbackBody>) -> ApiResult {
     Ok(Json(json!(s.rollback(&name, &body.backup).await?)))
 }
 
@@ -441,8 +440,7 @@ async fn rollback(
         (status = 200, description = "The plugin's execution statistics", body = Object),
         (status = 404, description = "No such plugin", body = ErrorBody),
     ))]
-async fn plugin_stats(State(s): Sup, ApiPath(PluginName { name }): ApiPath<PluginName>) -> ApiResult {
-    check_name(&name)?;
+async fn plugin_stats(State(s): Sup, PluginName { name }: PluginName) -> ApiResult {
     Ok(Json(s.plugin_stats(&name)?))
 }
 
@@ -491,8 +489,7 @@ async fn list_executions(State(s): Sup, ApiQuery(q): ApiQuery<ExecutionQuery>) -
         (status = 200, description = "The execution's result, or `running`", body = Object),
         (status = 404, description = "No such execution", body = ErrorBody),
     ))]
-async fn get_execution(State(s): Sup, ApiPath(ExecutionId { id }): ApiPath<ExecutionId>) -> ApiResult {
-    check_execution_id(&id)?;
+async fn get_execution(State(s): Sup, ExecutionId { id }: ExecutionId) -> ApiResult {
     Ok(Json(s.execution(&id)?))
 }
 
@@ -502,8 +499,7 @@ async fn get_execution(State(s): Sup, ApiPath(ExecutionId { id }): ApiPath<Execu
         (status = 404, description = "No such execution", body = ErrorBody),
         (status = 409, description = "The execution has already finished", body = ErrorBody),
     ))]
-async fn cancel_execution(State(s): Sup, ApiPath(ExecutionId { id }): ApiPath<ExecutionId>) -> ApiResult {
-    check_execution_id(&id)?;
+async fn cancel_execution(State(s): Sup, ExecutionId { id }: ExecutionId) -> ApiResult {
     Ok(Json(s.cancel(&id)?))
 }
 
