@@ -76,6 +76,10 @@ pub struct LayerReport {
     pub resources: ResourceBackend,
     /// `None` when the runner never reached the point of reporting (setup failure, refusal).
     pub sandbox: Option<AppliedLayers>,
+    /// What the resource backend could not see or hold on this host, one line per gap (empty
+    /// when every limit is enforced as documented).
+    #[serde(default)]
+    pub resource_gaps: Vec<String>,
 }
 
 /// What policy demands of every execution.
@@ -157,6 +161,12 @@ pub struct HostSupport {
     /// Capabilities the daemon needs but lacks in its effective set (for instance under a
     /// too-narrow `CapabilityBoundingSet=`).
     pub missing_capabilities: Vec<String>,
+    /// Why the fallback cannot count an execution's CPU time with a perf task clock, when it
+    /// cannot (then it sums what `/proc` shows, and says so in `resource_gaps`).
+    pub task_clock_unavailable: Option<String>,
+    /// What the resource backend cannot enforce on this host, one line per gap (see
+    /// [`HostSupport::find_resource_gaps`]); every result carries them too.
+    pub resource_gaps: Vec<String>,
 }
 
 impl HostSupport {
@@ -182,6 +192,28 @@ impl HostSupport {
 
     pub fn resource_backend(&self) -> ResourceBackend {
         if self.cgroup_v2.usable { ResourceBackend::CgroupV2 } else { ResourceBackend::Fallback }
+    }
+
+    /// What the resource backend cannot enforce on this host, one line per gap.
+    pub fn find_resource_gaps(&self) -> Vec<String> {
+        let mut gaps = Vec::new();
+        if self.resource_backend() == ResourceBackend::CgroupV2 {
+            return gaps;
+        }
+        if let Some(reason) = &self.task_clock_unavailable {
+            gaps.push(format!(
+                "cpu_time: CPU time of processes that exit without a parent waiting for them (SIGCHLD ignored) is \
+                 not counted, because {reason}"
+            ));
+        }
+        let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/core/{name}")).unwrap_or_default();
+        gaps.push(format!(
+            "memory: socket buffers are not counted: at most net.core.wmem_default ({} bytes) sent and \
+             rmem_default ({} bytes) received per socket (a plugin may not resize them), of at most 256 sockets a process",
+            sysctl("wmem_default").trim(),
+            sysctl("rmem_default").trim()
+        ));
+        gaps
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::error::Error;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -54,7 +54,7 @@ pub fn main() -> ! {
         Ok(c) => c,
         Err(e) => fail(&ipc, e.stage(), error_chain(&e)),
     };
-    let Confinement { spec, layers, entry, outer, .. } = confinement;
+    let Confinement { spec, layers, entry, request_file, outer, .. } = confinement;
     if let Err(reason) = spec.requirements.check_applied(&layers, spec.resources) {
         fail(&ipc, "requirements", reason);
     }
@@ -67,10 +67,7 @@ pub fn main() -> ! {
             drop(ipc);
             namespaces::init(child, outer)
         }
-        Ok(ForkResult::Child) => {
-            drop(outer);
-            sandbox::sys::unblock_throttle_signals();
-        }
+        Ok(ForkResult::Child) => drop(outer),
         Err(e) => fail(&ipc, "fork", e.to_string()),
     }
     match &spec.runtime {
@@ -88,21 +85,18 @@ pub fn main() -> ! {
             }
         }
         RuntimeSpec::Exec { argv } => {
-            let e = exec_plugin(argv, &spec.env, entry, spec.request.as_bytes());
+            let request = request_file.expect("confine writes an exec plugin's request");
+            let e = exec_plugin(argv, &spec.env, entry, request);
             fail(&ipc, "exec", e)
         }
     }
 }
 
-/// Replaces the runner with the exec plugin: the request on stdin (a memfd, so any size fits),
-/// only the declared environment. Returns only on failure.
-fn exec_plugin(argv: &[String], env: &[(String, String)], entry: Option<OwnedFd>, request: &[u8]) -> String {
+/// Replaces the runner with the exec plugin: the request on stdin, only the declared
+/// environment. Returns only on failure.
+fn exec_plugin(argv: &[String], env: &[(String, String)], entry: Option<OwnedFd>, request: OwnedFd) -> String {
     let prepared = (|| -> Result<(Vec<CString>, Vec<CString>), String> {
-        let memfd = nix::sys::memfd::memfd_create("request", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| format!("cannot create the request memfd: {e}"))?;
-        nix::unistd::write(&memfd, request).map_err(|e| format!("cannot write the request: {e}"))?;
-        nix::unistd::lseek(memfd.as_fd(), 0, nix::unistd::Whence::SeekSet).map_err(|e| e.to_string())?;
-        sandbox::sys::redirect_fd(memfd.as_raw_fd(), 0).map_err(|e| format!("cannot set stdin: {e}"))?;
+        sandbox::sys::redirect_fd(request.as_raw_fd(), 0).map_err(|e| format!("cannot set stdin: {e}"))?;
         let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
         let argv = argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>, _>>()?;
         let envp = env.iter().map(|(k, v)| cstr(&format!("{k}={v}"))).collect::<Result<Vec<_>, _>>()?;

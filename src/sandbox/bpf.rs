@@ -30,6 +30,7 @@ const JMP_JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const JMP_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JMP_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
 const JMP_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+const ALU_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
 const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 // Offsets in `struct seccomp_data`.
@@ -71,6 +72,13 @@ pub enum Verdict {
     /// argument in turn), `otherwise` when none does.
     ArgSwitch {
         arg: u8,
+        cases: Vec<(u32, Verdict)>,
+        otherwise: Action,
+    },
+    /// As `ArgSwitch`, on the bits of the argument in `mask` only (a field of a flags word).
+    ArgFieldSwitch {
+        arg: u8,
+        mask: u32,
         cases: Vec<(u32, Verdict)>,
         otherwise: Action,
     },
@@ -172,19 +180,8 @@ fn search(ranges: &[(u32, Verdict)]) -> Vec<sock_filter> {
 fn leaf(verdict: &Verdict) -> Vec<sock_filter> {
     match verdict {
         Verdict::Always(action) => vec![insn(RET_K, 0, 0, action.ret())],
-        Verdict::ArgSwitch { arg, cases, otherwise } => {
-            let mut code = vec![insn(LD_W_ABS, 0, 0, arg_low_offset(*arg))];
-            for (value, verdict) in cases {
-                // Each case's code ends in a return, so a mismatch skips it with the argument
-                // still in the accumulator.
-                let case = leaf(verdict);
-                let skip = u8::try_from(case.len()).expect("a case is a few instructions");
-                code.push(insn(JMP_JEQ_K, 0, skip, *value));
-                code.extend(case);
-            }
-            code.push(insn(RET_K, 0, 0, otherwise.ret()));
-            code
-        }
+        Verdict::ArgSwitch { arg, cases, otherwise } => switch(*arg, None, cases, *otherwise),
+        Verdict::ArgFieldSwitch { arg, mask, cases, otherwise } => switch(*arg, Some(*mask), cases, *otherwise),
         Verdict::ArgAnyBit { arg, mask, matched, otherwise } => vec![
             insn(LD_W_ABS, 0, 0, arg_low_offset(*arg)),
             insn(JMP_JSET_K, 1, 0, *mask),
@@ -192,6 +189,22 @@ fn leaf(verdict: &Verdict) -> Vec<sock_filter> {
             insn(RET_K, 0, 0, matched.ret()),
         ],
     }
+}
+
+/// Loads the argument (masked, when a mask is given) and compares it with each case in turn.
+fn switch(arg: u8, mask: Option<u32>, cases: &[(u32, Verdict)], otherwise: Action) -> Vec<sock_filter> {
+    let mut code = vec![insn(LD_W_ABS, 0, 0, arg_low_offset(arg))];
+    code.extend(mask.map(|mask| insn(ALU_AND_K, 0, 0, mask)));
+    for (value, verdict) in cases {
+        // Each case's code ends in a return, so a mismatch skips it with the (masked) argument
+        // still in the accumulator.
+        let case = leaf(verdict);
+        let skip = u8::try_from(case.len()).expect("a case is a few instructions");
+        code.push(insn(JMP_JEQ_K, 0, skip, *value));
+        code.extend(case);
+    }
+    code.push(insn(RET_K, 0, 0, otherwise.ret()));
+    code
 }
 
 /// A classic-BPF interpreter for the instructions above, to check programs in tests. Returns
@@ -222,6 +235,7 @@ pub fn run(program: &[sock_filter], arch: u32, nr: u32, args: [u64; 6]) -> (u32,
             JMP_JEQ_K => pc += jump(acc == i.k),
             JMP_JGE_K => pc += jump(acc >= i.k),
             JMP_JSET_K => pc += jump(acc & i.k != 0),
+            ALU_AND_K => acc &= i.k,
             RET_K => return (i.k, steps),
             other => panic!("unexpected opcode {other:#x}"),
         }
@@ -312,6 +326,26 @@ mod tests {
         assert_eq!(run(&program, ARCH, 41, [16, 3, 15, 0, 0, 0]).0, Action::Errno(93).ret(), "uevents");
         assert_eq!(run(&program, ARCH, 41, [16, 3, 1 << 32, 0, 0, 0]).0, RET_ALLOW, "low 32 bits only");
         assert_eq!(run(&program, ARCH, 41, [1, 1, 0, 0, 0, 0]).0, Action::Errno(97).ret(), "AF_UNIX");
+    }
+
+    #[test]
+    fn a_field_of_a_flags_word_can_decide() {
+        // mmap: flags & (MAP_TYPE | MAP_ANONYMOUS) == MAP_SHARED | MAP_ANONYMOUS is refused.
+        let mut syscalls = BTreeMap::new();
+        syscalls.insert(
+            9,
+            Verdict::ArgFieldSwitch {
+                arg: 3,
+                mask: 0x2f,
+                cases: vec![(0x21, Verdict::Always(Action::Errno(1)))],
+                otherwise: Action::Allow,
+            },
+        );
+        let program = compile(&policy(syscalls)).unwrap();
+        assert_eq!(run(&program, ARCH, 9, [0, 4096, 3, 0x21, 0, 0]).0, Action::Errno(1).ret(), "shared anonymous");
+        assert_eq!(run(&program, ARCH, 9, [0, 4096, 3, 0x4021, 0, 0]).0, Action::Errno(1).ret(), "other flags too");
+        assert_eq!(run(&program, ARCH, 9, [0, 4096, 3, 0x22, 0, 0]).0, RET_ALLOW, "private anonymous");
+        assert_eq!(run(&program, ARCH, 9, [0, 4096, 3, 0x01, 3, 0]).0, RET_ALLOW, "shared file");
     }
 
     #[test]

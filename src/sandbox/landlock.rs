@@ -25,7 +25,10 @@ const TARGET_ABI: ABI = ABI::V7;
 pub const SYSTEM_READ_PATHS: &[&str] =
     &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime"];
 /// Device files a plugin may read (randomness, zeroes) or read and write (`/dev/null`).
-const DEVICE_READ_PATHS: &[&str] = &["/dev/urandom", "/dev/random", "/dev/zero"];
+const DEVICE_READ_PATHS: &[&str] = &["/dev/urandom", "/dev/random"];
+/// A shared mapping of `/dev/zero` is a shmem object whose pages no RSS shows once dropped from
+/// the page tables: readable only where cgroup v2 counts that memory.
+const ZERO_DEVICE: &str = "/dev/zero";
 const DEVICE_READ_WRITE_PATHS: &[&str] = &["/dev/null"];
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,8 @@ pub struct PluginGrants<'a> {
     /// The workspace mount point, when the plugin has one.
     pub workspace: Option<&'a Path>,
     pub proxy_port: Option<u16>,
+    /// Whether `/dev/zero` is readable.
+    pub zero_device: bool,
 }
 
 impl Grants {
@@ -66,7 +71,8 @@ impl Grants {
         // Everything but executing: write paths and the workspace hold data, not programs.
         let read_write = AccessFs::from_all(TARGET_ABI) & !AccessFs::Execute;
         let mut rules = vec![(plugin_dir.try_clone().map_err(LandlockError::PluginDir)?, read)];
-        let system = SYSTEM_READ_PATHS.iter().chain(DEVICE_READ_PATHS).map(PathBuf::from);
+        let zero = plugin.zero_device.then_some(&ZERO_DEVICE);
+        let system = SYSTEM_READ_PATHS.iter().chain(DEVICE_READ_PATHS).chain(zero).map(PathBuf::from);
         let workspace = plugin.workspace.map(Path::to_path_buf);
         let granted = plugin.write.iter().chain(workspace.as_ref());
         let paths = system

@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 
 use crate::ipc::{self, RunnerMessage, RunnerSpec, RuntimeSpec};
-use crate::layers::{AppliedLayers, NAMESPACES};
+use crate::layers::{AppliedLayers, NAMESPACES, ResourceBackend};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -80,6 +80,9 @@ pub struct Confinement {
     pub plugin_dir: OwnedFd,
     /// The native library, or the exec entry when `argv[0]` names a file in the plugin folder.
     pub entry: Option<OwnedFd>,
+    /// An exec plugin's request, in a sealed memfd for its stdin (any size fits; created before
+    /// seccomp, which may refuse memfds to the plugin itself).
+    pub request_file: Option<OwnedFd>,
     /// The private link to the outer runner, kept by the sandbox's init only.
     pub outer: namespaces::OuterLink,
 }
@@ -98,8 +101,6 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     //    Die with the daemon. Close every inherited descriptor but stdio and the IPC socket.
     nix::unistd::setsid().map_err(SandboxError::Session)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
-    //    The daemon's pause/resume signals wait, pending, until pid 1 handles them.
-    sys::block_throttle_signals();
     sys::close_fds_from(IPC_FD + 1).map_err(SandboxError::CloseFds)?;
 
     // 2. Namespaces: pid, net, mount, ipc, uts. This forks: the outer runner stays in the
@@ -132,6 +133,10 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     let plugin_dir =
         open_path(Path::new(namespaces::PLUGIN_MOUNT), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
     let entry = open_entry(&plugin_dir, &spec.runtime)?;
+    let request_file = match spec.runtime {
+        RuntimeSpec::Exec { .. } => Some(request_file(spec.request.as_bytes())?),
+        RuntimeSpec::Native { .. } => None,
+    };
     let grants = landlock::Grants::open(
         &plugin_dir,
         landlock::PluginGrants {
@@ -139,9 +144,10 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
             write: &spec.write_paths,
             workspace: spec.workspace.as_ref().map(|_| Path::new(namespaces::WORKSPACE_MOUNT)),
             proxy_port: spec.proxy_port,
+            zero_device: spec.resources != ResourceBackend::Fallback,
         },
     )?;
-    let seccomp_filter = seccomp::compile()?;
+    let seccomp_filter = seccomp::compile(spec.resources)?;
     nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
 
     // 6. Identity: no capabilities in any set, no groups, the execution's own uid and gid.
@@ -164,10 +170,8 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
     let no_new_privs = nix::sys::prctl::get_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
 
-    // 10. Default signal dispositions for the plugin, except that the pause/resume signals stay
-    //     blocked for pid 1 (the plugin's process unblocks them after the fork).
+    // 10. Default signal dispositions for the plugin, nothing blocked.
     sys::reset_signals();
-    sys::block_throttle_signals();
 
     // 11. seccomp, last: from here on, only allowlisted syscalls work. No plugin code (not
     //     even a native library's constructors) has run before this line.
@@ -182,7 +186,24 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
         uid: spec.uid,
         gid: spec.gid,
     };
-    Ok(Confinement { spec, layers, plugin_dir, entry, outer })
+    Ok(Confinement { spec, layers, plugin_dir, entry, request_file, outer })
+}
+
+/// A read-only memfd holding `request`: sealed against writes, growing and shrinking, so the
+/// plugin can read its request from it and nothing else.
+fn request_file(request: &[u8]) -> Result<OwnedFd, SandboxError> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let failed = |err| SandboxError::Open { path: "the request memfd".into(), err };
+    let memfd = memfd_create("request", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).map_err(failed)?;
+    let mut written = 0;
+    while written < request.len() {
+        written += nix::unistd::write(&memfd, &request[written..]).map_err(failed)?;
+    }
+    let seals = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
+    fcntl(&memfd, FcntlArg::F_ADD_SEALS(seals)).map_err(failed)?;
+    nix::unistd::lseek(&memfd, 0, nix::unistd::Whence::SeekSet).map_err(failed)?;
+    Ok(memfd)
 }
 
 fn open_path(path: &Path, flags: OFlag) -> Result<OwnedFd, SandboxError> {

@@ -166,9 +166,8 @@ fn mirror_exit(child: Pid, link: UnixStream) -> ! {
 }
 
 /// The sandbox's pid 1 once the plugin process is forked: reaps every process of the namespace,
-/// forwards SIGTERM/SIGINT/SIGHUP to the plugin (pid 1 would ignore them otherwise), stops or
-/// continues every process of the sandbox on the daemon's pause/resume signals (the fallback's
-/// CPU share), and reports how the plugin ended. Pid 1's exit tears the namespace down.
+/// forwards SIGTERM/SIGINT/SIGHUP to the plugin (pid 1 would ignore them otherwise), and reports
+/// how the plugin ended. Pid 1's exit tears the namespace down.
 pub fn init(plugin: Pid, link: OuterLink) -> ! {
     sys::handle_init_signals();
     loop {
@@ -182,16 +181,8 @@ pub fn init(plugin: Pid, link: OuterLink) -> ! {
                 std::process::exit(0);
             }
             Err(nix::errno::Errno::EINTR) => {
-                // -1: every process of this pid namespace but pid 1 itself.
-                let everyone = Pid::from_raw(-1);
-                if let Some(pause) = sys::take_throttle_command() {
-                    let signal = if pause { Signal::SIGSTOP } else { Signal::SIGCONT };
-                    let _ = nix::sys::signal::kill(everyone, signal);
-                }
                 if let Some(signal) = sys::take_forwarded_signal() {
                     let _ = nix::sys::signal::kill(plugin, signal);
-                    // A paused plugin must be running to act on it.
-                    let _ = nix::sys::signal::kill(everyone, Signal::SIGCONT);
                 }
             }
             Err(nix::errno::Errno::ECHILD) => std::process::exit(0),

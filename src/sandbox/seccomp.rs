@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use super::bpf::{self, Action, Policy, Verdict};
+use crate::layers::ResourceBackend;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -149,6 +150,9 @@ fn unconditional_allowlist() -> Vec<(&'static str, Vec<libc::c_long>)> {
                 SYS_rt_sigaction,
                 SYS_rt_sigprocmask,
                 SYS_rt_sigreturn,
+                // The kernel resumes a sleep that a stop interrupted (a freeze, a SIGSTOP) by
+                // making the task call this one.
+                SYS_restart_syscall,
                 SYS_rt_sigsuspend,
                 SYS_rt_sigtimedwait,
                 SYS_rt_sigpending,
@@ -435,8 +439,67 @@ fn argument_rules() -> Vec<(&'static str, libc::c_long, Verdict)> {
     ]
 }
 
-/// The whole policy: every table above, `ENOSYS` for the rest.
-fn policy() -> Result<Policy, SeccompError> {
+/// Under the fallback backend only: memory the kernel would hold for the plugin where the
+/// monitor cannot count it. cgroup v2 charges all of it to the execution's cgroup, so there
+/// these calls stay as the tables above have them.
+fn fallback_rules() -> Vec<(&'static str, libc::c_long, Verdict)> {
+    // The map type and MAP_ANONYMOUS bits of mmap's flags.
+    const MAP_KIND: u32 = (0x0f | libc::MAP_ANONYMOUS) as u32;
+    vec![
+        (
+            "a memfd is memory no process needs to map: its pages are invisible to RSS, and a \
+             descriptor can even be parked in flight in a unix socket",
+            libc::SYS_memfd_create,
+            Verdict::Always(EPERM),
+        ),
+        (
+            "a shared anonymous mapping lives in a shmem object whose pages stay allocated when \
+             MADV_DONTNEED drops them from the page tables (and from RSS)",
+            libc::SYS_mmap,
+            Verdict::ArgFieldSwitch {
+                arg: 3,
+                mask: MAP_KIND,
+                cases: [libc::MAP_SHARED, libc::MAP_SHARED_VALIDATE]
+                    .map(|kind| ((kind | libc::MAP_ANONYMOUS) as u32, Verdict::Always(EPERM)))
+                    .into(),
+                otherwise: Action::Allow,
+            },
+        ),
+        (
+            "socket buffers keep their default sizes (net.core.wmem_default and rmem_default): \
+             the monitor cannot count them, so their bound is stated rather than left to the plugin",
+            libc::SYS_setsockopt,
+            Verdict::ArgSwitch {
+                arg: 1,
+                cases: vec![(
+                    libc::SOL_SOCKET as u32,
+                    Verdict::ArgSwitch {
+                        arg: 2,
+                        cases: [libc::SO_SNDBUF, libc::SO_RCVBUF, libc::SO_SNDBUFFORCE, libc::SO_RCVBUFFORCE]
+                            .map(|option| (option as u32, Verdict::Always(EPERM)))
+                            .into(),
+                        otherwise: Action::Allow,
+                    },
+                )],
+                otherwise: Action::Allow,
+            },
+        ),
+        (
+            "pipes keep their default 64 KiB: their contents are counted through the descriptors \
+             that hold them, and a larger pipe parked in flight would hold more unseen",
+            libc::SYS_fcntl,
+            Verdict::ArgSwitch {
+                arg: 1,
+                cases: vec![(libc::F_SETPIPE_SZ as u32, Verdict::Always(EPERM))],
+                otherwise: Action::Allow,
+            },
+        ),
+    ]
+}
+
+/// The whole policy for an execution under `resources`: every table above, `ENOSYS` for the
+/// rest.
+fn policy(resources: ResourceBackend) -> Result<Policy, SeccompError> {
     let mut syscalls = BTreeMap::new();
     let mut add = |nr: libc::c_long, verdict: Verdict| {
         let previous = syscalls.insert(nr as u32, verdict);
@@ -451,6 +514,11 @@ fn policy() -> Result<Policy, SeccompError> {
     for (_reason, nr, verdict) in argument_rules() {
         add(nr, verdict);
     }
+    if resources == ResourceBackend::Fallback {
+        for (_reason, nr, verdict) in fallback_rules() {
+            syscalls.insert(nr as u32, verdict);
+        }
+    }
     Ok(Policy {
         arch: native_arch()?,
         foreign_arch: Action::KillProcess,
@@ -461,9 +529,10 @@ fn policy() -> Result<Policy, SeccompError> {
     })
 }
 
-/// The filter, compiled. Done before the identity drop: it allocates.
-pub fn compile() -> Result<Vec<libc::sock_filter>, SeccompError> {
-    Ok(bpf::compile(&policy()?)?)
+/// The filter for an execution under `resources`, compiled. Done before the identity drop: it
+/// allocates.
+pub fn compile(resources: ResourceBackend) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    Ok(bpf::compile(&policy(resources)?)?)
 }
 
 /// Installs the filter on the calling (only) thread. no_new_privs must already be set.
@@ -485,7 +554,7 @@ mod tests {
 
     #[test]
     fn the_program_follows_the_tables() {
-        let program = compile().unwrap();
+        let program = compile(ResourceBackend::CgroupV2).unwrap();
         for (reason, group) in unconditional_allowlist() {
             for nr in group {
                 assert_eq!(verdict(&program, nr, [0; 6]), ALLOW, "{nr} ({reason})");
@@ -504,7 +573,7 @@ mod tests {
 
     #[test]
     fn argument_rules_hold() {
-        let program = compile().unwrap();
+        let program = compile(ResourceBackend::CgroupV2).unwrap();
         let tiocsti = libc::TIOCSTI;
         assert_eq!(verdict(&program, libc::SYS_ioctl, [0, tiocsti, 0, 0, 0, 0]), RET_EPERM);
         assert_eq!(verdict(&program, libc::SYS_ioctl, [0, tiocsti | 0xFFFF_FFFF_0000_0000, 0, 0, 0, 0]), RET_EPERM);
@@ -530,9 +599,38 @@ mod tests {
     }
 
     #[test]
+    fn the_fallback_refuses_memory_it_cannot_count() {
+        let (fallback, cgroup) =
+            (compile(ResourceBackend::Fallback).unwrap(), compile(ResourceBackend::CgroupV2).unwrap());
+        let shared_anon = [0, 4096, 3, (libc::MAP_SHARED | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
+        let private_anon = [0, 4096, 3, (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64, u64::MAX, 0];
+        let shared_file = [0, 4096, 1, libc::MAP_SHARED as u64, 3, 0];
+        let setpipe = [3, libc::F_SETPIPE_SZ as u64, 1 << 20, 0, 0, 0];
+        let getfl = [3, libc::F_GETFL as u64, 0, 0, 0, 0];
+        let sndbuf = [3, libc::SOL_SOCKET as u64, libc::SO_SNDBUF as u64, 0, 4, 0];
+        let reuseaddr = [3, libc::SOL_SOCKET as u64, libc::SO_REUSEADDR as u64, 0, 4, 0];
+        assert_eq!(verdict(&fallback, libc::SYS_setsockopt, sndbuf), RET_EPERM);
+        assert_eq!(verdict(&fallback, libc::SYS_setsockopt, reuseaddr), ALLOW);
+        assert_eq!(verdict(&fallback, libc::SYS_memfd_create, [0; 6]), RET_EPERM);
+        assert_eq!(verdict(&fallback, libc::SYS_mmap, shared_anon), RET_EPERM);
+        assert_eq!(verdict(&fallback, libc::SYS_mmap, private_anon), ALLOW);
+        assert_eq!(verdict(&fallback, libc::SYS_mmap, shared_file), ALLOW);
+        assert_eq!(verdict(&fallback, libc::SYS_fcntl, setpipe), RET_EPERM);
+        assert_eq!(verdict(&fallback, libc::SYS_fcntl, getfl), ALLOW);
+        for (nr, args) in [
+            (libc::SYS_memfd_create, [0; 6]),
+            (libc::SYS_mmap, shared_anon),
+            (libc::SYS_fcntl, setpipe),
+            (libc::SYS_setsockopt, sndbuf),
+        ] {
+            assert_eq!(verdict(&cgroup, nr, args), ALLOW, "cgroup v2 counts it: {nr}");
+        }
+    }
+
+    #[test]
     #[cfg(target_arch = "x86_64")]
     fn x32_and_foreign_architectures_are_refused() {
-        let program = compile().unwrap();
+        let program = compile(ResourceBackend::CgroupV2).unwrap();
         assert_eq!(verdict(&program, 0x4000_0000 | libc::SYS_getpid, [0; 6]), RET_ENOSYS);
         let i386 = 0x4000_0003;
         assert_eq!(bpf::run(&program, i386, 20, [0; 6]).0, 0x8000_0000, "kill the process");
@@ -540,7 +638,7 @@ mod tests {
 
     #[test]
     fn every_syscall_takes_a_short_path() {
-        let program = compile().unwrap();
+        let program = compile(ResourceBackend::CgroupV2).unwrap();
         let arch = native_arch().unwrap();
         let longest = (0..1024).map(|nr| bpf::run(&program, arch, nr, [0; 6]).1).max().unwrap();
         // Four instructions of preamble, a binary search of a few hundred ranges, a short leaf.

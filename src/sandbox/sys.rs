@@ -165,66 +165,28 @@ pub fn die_by_signal(signal: nix::sys::signal::Signal) -> ! {
     std::process::abort()
 }
 
-/// The daemon's commands to the sandbox's pid 1, as signals: stop every process of the sandbox
-/// (it used more than its CPU share), or let them continue.
-pub const SIGNAL_PAUSE: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR1;
-pub const SIGNAL_RESUME: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR2;
-
 /// The termination signal pid 1 last received, for forwarding to the plugin.
 static FORWARDED_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-/// The pause or resume signal pid 1 last received (the last command wins).
-static THROTTLE_SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 extern "C" fn remember_signal(signal: libc::c_int) {
-    let slot = if signal == SIGNAL_PAUSE as i32 || signal == SIGNAL_RESUME as i32 {
-        &THROTTLE_SIGNAL
-    } else {
-        &FORWARDED_SIGNAL
-    };
-    slot.store(signal, std::sync::atomic::Ordering::SeqCst);
+    FORWARDED_SIGNAL.store(signal, std::sync::atomic::Ordering::SeqCst);
 }
 
-fn throttle_set() -> nix::sys::signal::SigSet {
-    let mut set = nix::sys::signal::SigSet::empty();
-    set.add(SIGNAL_PAUSE);
-    set.add(SIGNAL_RESUME);
-    set
-}
-
-/// Holds the pause and resume signals pending until pid 1 can handle them (their default
-/// action would kill it).
-pub fn block_throttle_signals() {
-    let _ = throttle_set().thread_block();
-}
-
-/// Lets the pause and resume signals through again.
-pub fn unblock_throttle_signals() {
-    let _ = throttle_set().thread_unblock();
-}
-
-/// Installs pid 1's handlers (without SA_RESTART, so waitpid returns EINTR): termination
-/// signals to pass on to the plugin, and the daemon's pause and resume commands. Then lets the
-/// commands that arrived meanwhile through.
+/// Installs pid 1's handlers for the termination signals it passes on to the plugin (without
+/// SA_RESTART, so waitpid returns EINTR).
 pub fn handle_init_signals() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(SigHandler::Handler(remember_signal), SaFlags::empty(), SigSet::empty());
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, SIGNAL_PAUSE, SIGNAL_RESUME] {
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         let _ = unsafe { sigaction(signal, &action) };
     }
-    unblock_throttle_signals();
 }
 
 /// The termination signal recorded since the last call, if any.
 pub fn take_forwarded_signal() -> Option<nix::sys::signal::Signal> {
     let n = FORWARDED_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
     nix::sys::signal::Signal::try_from(n).ok()
-}
-
-/// The last pause (`Some(true)`) or resume (`Some(false)`) command since the last call.
-pub fn take_throttle_command() -> Option<bool> {
-    let n = THROTTLE_SIGNAL.swap(0, std::sync::atomic::Ordering::SeqCst);
-    (n != 0).then_some(n == SIGNAL_PAUSE as i32)
 }
 
 /// Installs a seccomp filter on the calling thread (`SECCOMP_SET_MODE_FILTER`, no flags).

@@ -14,6 +14,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use super::cgroup::{CgroupRoot, ExecCgroup};
+use super::cpu_clock::CpuClock;
+use super::freezer::Freezer;
 use super::monitor;
 use super::pool::{Runner, RunnerPool};
 use super::workspace::{self, Workspace};
@@ -140,6 +142,10 @@ pub struct ExecutionPlan {
     pub kill_grace: Duration,
     pub monitor_interval: Duration,
     pub extra_read_paths: Vec<PathBuf>,
+    /// Under the fallback: count CPU time with a perf task clock (the host offers one).
+    pub task_clock: bool,
+    /// What the resource backend cannot enforce on this host (reported with the result).
+    pub resource_gaps: Vec<String>,
 }
 
 impl ExecutionPlan {
@@ -161,7 +167,11 @@ impl ExecutionPlan {
             cpu_time_ms: 0,
             peak_memory_bytes: 0,
             signal: None,
-            layers: LayerReport { resources: self.resources(), sandbox: None },
+            layers: LayerReport {
+                resources: self.resources(),
+                sandbox: None,
+                resource_gaps: self.resource_gaps.clone(),
+            },
             log: String::new(),
             started_at: unix_ms(),
             cached: false,
@@ -358,6 +368,10 @@ struct Execution {
     overflow: mpsc::Receiver<()>,
     /// Serves the sandbox's proxy listener; aborted when the sandbox is gone.
     proxy: Option<tokio::task::JoinHandle<()>>,
+    /// The whole sandbox's CPU time (fallback backend, where the host offers a task clock).
+    cpu_clock: Option<CpuClock>,
+    /// Holds the sandbox to its CPU share (fallback backend); started at the first freeze.
+    freezer: Option<Freezer>,
 }
 
 impl Execution {
@@ -393,6 +407,8 @@ impl Execution {
             stderr,
             overflow,
             proxy: None,
+            cpu_clock: None,
+            freezer: None,
         };
         match inner {
             Ok((pid, pidfd)) => {
@@ -419,6 +435,11 @@ impl Execution {
             for pid in [self.outer.id() as i32, inner_pid] {
                 cg.add(pid).map_err(|e| crate::runner::error_chain(&e))?;
             }
+        } else if plan.task_clock {
+            // Before the spec: the plugin does not exist yet, so every task it will ever be is
+            // a descendant the clock follows.
+            let clock = CpuClock::attach(inner_pid).map_err(|e| format!("cannot count the sandbox's CPU time: {e}"))?;
+            self.cpu_clock = Some(clock);
         }
         if !plan.effective.network.is_empty()
             && let Some((_, pidfd)) = &self.inner
@@ -457,6 +478,64 @@ impl Execution {
         }
     }
 
+    /// One look at the execution's usage, which also holds the fallback's CPU share: the
+    /// reason to stop it, when there is one.
+    fn measure(
+        &mut self,
+        plan: &ExecutionPlan,
+        peak: &mut monitor::Usage,
+        throttle: &mut monitor::CpuThrottle,
+    ) -> Option<ExecutionStatus> {
+        let cpu_limit_ms = plan.limits.cpu_time.0.as_millis() as u64;
+        if let Some(cg) = &self.cgroup {
+            // The kernel holds memory, pids and the share; CPU time is the whole cgroup's, every
+            // task that ever ran in it included (RLIMIT_CPU only bounds each process).
+            let cpu = cg.cpu_time_ms()?;
+            peak.cpu_time_ms = peak.cpu_time_ms.max(cpu);
+            return (cpu > cpu_limit_ms).then_some(ExecutionStatus::CpuLimit);
+        }
+        let init = self.inner.as_ref()?.0;
+        let usage = match monitor::sample(init) {
+            Ok(usage) => usage?,
+            Err(e) => {
+                tracing::error!(error = %e, "the fallback monitor cannot observe the sandbox; stopping the execution");
+                return Some(ExecutionStatus::Error);
+            }
+        };
+        let cpu = match &mut self.cpu_clock {
+            Some(clock) => match clock.read_ms() {
+                Ok(ms) => ms,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the sandbox's CPU clock; stopping the execution");
+                    return Some(ExecutionStatus::Error);
+                }
+            },
+            None => usage.cpu_time_ms,
+        };
+        peak.memory_bytes = peak.memory_bytes.max(usage.memory_bytes);
+        peak.cpu_time_ms = peak.cpu_time_ms.max(cpu);
+        if let Some(pause) = throttle.update(cpu, Instant::now()) {
+            if self.freezer.is_none() {
+                match Freezer::start(init) {
+                    Ok(freezer) => self.freezer = Some(freezer),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the freezer that holds the CPU share; stopping the execution");
+                        return Some(ExecutionStatus::Error);
+                    }
+                }
+            }
+            let freezer = self.freezer.as_ref()?;
+            if pause { freezer.freeze() } else { freezer.thaw() }
+        }
+        if usage.memory_bytes > plan.limits.memory.0 {
+            Some(ExecutionStatus::MemoryLimit)
+        } else if cpu > cpu_limit_ms {
+            Some(ExecutionStatus::CpuLimit)
+        } else {
+            None
+        }
+    }
+
     async fn finish(
         mut self,
         plan: &ExecutionPlan,
@@ -468,7 +547,7 @@ impl Execution {
         let mut hard_kill_at: Option<tokio::time::Instant> = None;
         let mut kill_reason: Option<ExecutionStatus> = None;
         let mut peak = monitor::Usage::default();
-        let monitored = plan.cgroups.is_none() && self.inner.is_some();
+        let monitored = self.inner.is_some();
         let mut throttle = monitor::CpuThrottle::new(plan.limits.cpu, Instant::now());
         let mut tick = tokio::time::interval(plan.monitor_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -502,34 +581,18 @@ impl Execution {
                     _ => Event::Nothing,
                 },
                 Some(()) = self.overflow.recv(), if kill_reason.is_none() => Event::Stop(ExecutionStatus::OutputLimit, false),
-                _ = tick.tick(), if monitored && kill_reason.is_none() => {
-                    match self.inner.as_ref().map_or(Ok(None), |(pid, _)| monitor::sample(*pid)) {
-                        Err(e) => {
-                            tracing::error!(error = %e, "the fallback monitor cannot observe the sandbox; stopping the execution");
-                            Event::Stop(ExecutionStatus::Error, false)
-                        }
-                        Ok(Some(usage)) => {
-                            peak.memory_bytes = peak.memory_bytes.max(usage.memory_bytes);
-                            peak.cpu_time_ms = peak.cpu_time_ms.max(usage.cpu_time_ms);
-                            if let Some(pause) = throttle.update(usage.cpu_time_ms, Instant::now()) {
-                                self.signal_inner(if pause { sys::SIGNAL_PAUSE } else { sys::SIGNAL_RESUME });
-                            }
-                            if usage.memory_bytes > plan.limits.memory.0 {
-                                Event::Stop(ExecutionStatus::MemoryLimit, false)
-                            } else if usage.cpu_time_ms > plan.limits.cpu_time.0.as_millis() as u64 {
-                                Event::Stop(ExecutionStatus::CpuLimit, false)
-                            } else {
-                                Event::Nothing
-                            }
-                        }
-                        Ok(None) => Event::Nothing,
-                    }
-                }
+                _ = tick.tick(), if monitored && kill_reason.is_none() => match self.measure(plan, &mut peak, &mut throttle) {
+                    Some(reason) => Event::Stop(reason, false),
+                    None => Event::Nothing,
+                },
             };
             match event {
                 Event::Exited(reaped) => break reaped,
                 Event::Stop(reason, graceful) if kill_reason.is_none() => {
                     kill_reason = Some(reason);
+                    // A frozen plugin must run to act on SIGTERM; a killed one must not stay
+                    // traced (its zombie is the tracer's to release).
+                    self.freezer = None;
                     if graceful {
                         self.signal_inner(Signal::SIGTERM);
                         hard_kill_at = Some(tokio::time::Instant::now() + plan.kill_grace);
@@ -546,6 +609,8 @@ impl Execution {
         };
 
         // Every process of the sandbox is gone with its pid 1; the pipes are at their end.
+        self.freezer = None;
+        let clock_cpu = self.cpu_clock.as_mut().and_then(|clock| clock.read_ms().ok());
         if let Some(proxy) = self.proxy.take() {
             proxy.abort();
         }
@@ -578,7 +643,9 @@ impl Execution {
             cpu_time_ms: 0,
             max_rss_bytes: 0,
         });
-        result.cpu_time_ms = cg_cpu.unwrap_or(reaped.cpu_time_ms.max(peak.cpu_time_ms));
+        // The cgroup's or the task clock's count of the whole sandbox; the monitor's samples and
+        // the kernel's rusage of the runner where neither exists (or where they say more).
+        result.cpu_time_ms = cg_cpu.or(clock_cpu).unwrap_or(0).max(reaped.cpu_time_ms).max(peak.cpu_time_ms);
         // Under the fallback, the monitor's measure (anonymous + shared memory), which the limit
         // applies to; for an execution shorter than one sample, the kernel's maximum RSS.
         let sampled = Some(peak.memory_bytes).filter(|m| *m > 0);
@@ -816,7 +883,7 @@ mod tests {
             cpu_time_ms: 0,
             peak_memory_bytes: 0,
             signal: None,
-            layers: LayerReport { resources: ResourceBackend::Fallback, sandbox: None },
+            layers: LayerReport { resources: ResourceBackend::Fallback, sandbox: None, resource_gaps: vec![] },
             log: String::new(),
             started_at: 0,
             cached: false,

@@ -4,7 +4,9 @@
 
 pub mod admission;
 pub mod cgroup;
+pub mod cpu_clock;
 pub mod execution;
+pub mod freezer;
 pub mod monitor;
 pub mod pool;
 pub mod reload;
@@ -63,7 +65,7 @@ pub enum SupervisorError {
 pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
     let (cgroup_v2, root) = cgroup::detect();
     let uts = nix::sys::utsname::uname().ok();
-    let host = HostSupport {
+    let mut host = HostSupport {
         kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
         arch: std::env::consts::ARCH.to_string(),
         running_as_root: nix::unistd::geteuid().is_root(),
@@ -71,8 +73,11 @@ pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
         seccomp: probe_seccomp(),
         namespaces: probe_namespaces(),
         missing_capabilities: probe_missing_capabilities(!cgroup_v2.usable),
+        task_clock_unavailable: (!cgroup_v2.usable).then(cpu_clock::probe).and_then(Result::err),
         cgroup_v2,
+        resource_gaps: Vec::new(),
     };
+    host.resource_gaps = host.find_resource_gaps();
     (host, root)
 }
 
@@ -518,6 +523,8 @@ impl Supervisor {
             kill_grace: self.config.executions.kill_grace.0,
             monitor_interval: self.config.executions.monitor_interval.0,
             extra_read_paths: self.config.runner.extra_read_paths.clone(),
+            task_clock: self.host.task_clock_unavailable.is_none(),
+            resource_gaps: self.host.resource_gaps.clone(),
         }
     }
 

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 
 /// Set to 1 to let tests that need root skip (loudly) instead of failing.
 pub const SKIP_ENV: &str = "IRONCLAW_TEST_SKIP_PRIVILEGED";
+/// Set to `fallback` or `cgroup_v2` to declare which resource backend this host must give.
+pub const EXPECT_RESOURCES_ENV: &str = "IRONCLAW_TEST_EXPECT_RESOURCES";
 
 /// Fails the test unless running as root, or skips it loudly when SKIP_ENV=1.
 #[macro_export]
@@ -40,7 +42,7 @@ pub fn repo_dir() -> PathBuf {
 fn artifact(plugin: &str) -> Option<&'static str> {
     match plugin {
         "calculator" => Some("libcalculator.so"),
-        "misbehave_native" | "misbehave_throttled" | "granted_native" => Some("libmisbehave.so"),
+        "misbehave_native" | "misbehave_throttled" | "misbehave_hoarder" | "granted_native" => Some("libmisbehave.so"),
         "misbehave_exec" | "granted_exec" => Some("misbehave-exec"),
         "file_ops" => Some("libfile_ops.so"),
         "weather" => Some("libweather.so"),
@@ -355,6 +357,18 @@ impl Daemon {
             .find_map(|l| l.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()))
             .unwrap_or_else(|| panic!("no TCP listener in the log:\n{log}"));
         format!("http://{addr}")
+    }
+
+    /// The resource backend the daemon enforces limits with (`fallback` or `cgroup_v2`). When
+    /// `IRONCLAW_TEST_EXPECT_RESOURCES` is set, the daemon must report that one: a host that was
+    /// meant to delegate cgroup v2 and does not fails loudly instead of testing the fallback.
+    pub async fn resources(&self) -> String {
+        let system = self.get("/api/v1/system").await.body;
+        let backend = system["layers"]["resources"].as_str().unwrap_or_else(|| panic!("no backend in {system}"));
+        if let Ok(expected) = std::env::var(EXPECT_RESOURCES_ENV) {
+            assert_eq!(backend, expected, "{EXPECT_RESOURCES_ENV}={expected}, the daemon reports {backend}");
+        }
+        backend.to_string()
     }
 
     /// The audit log's records, in order (every line must be a JSON object).
