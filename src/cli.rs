@@ -533,8 +533,14 @@ fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
         row(Layer::Seccomp, "filters with errno and kill actions".into()),
         row(Layer::CgroupV2, format!("controllers {:?} at {:?}", host.cgroup_v2.controllers, host.cgroup_v2.mount)),
     ];
-    let report =
-        json!({"host": host, "layers": rows, "policy_ok": verdict.is_ok(), "policy_error": verdict.as_ref().err()});
+    let claims: Vec<Value> = crate::supervisor::id_range::claims()
+        .into_iter()
+        .map(|(block, held, holder)| json!({"ids": [block, block + u64::from(crate::supervisor::id_range::RANGE_SIZE) - 1], "held": held, "holder": holder}))
+        .collect();
+    let report = json!({
+        "host": host, "layers": rows, "id_ranges": claims,
+        "policy_ok": verdict.is_ok(), "policy_error": verdict.as_ref().err(),
+    });
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
     } else {
@@ -568,6 +574,19 @@ fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
                     .collect(),
             )
         );
+        for gap in &host.resource_gaps {
+            println!("resource gap: {gap}");
+        }
+        if claims.is_empty() {
+            println!(
+                "id ranges: none claimed (a daemon takes the first free one from {})",
+                crate::supervisor::id_range::DEFAULT_BASE
+            );
+        }
+        for claim in &claims {
+            let state = if claim["held"] == true { "held by" } else { "free, last held by" };
+            println!("id range {}..{}: {state} {}", claim["ids"][0], claim["ids"][1], text(&claim["holder"]));
+        }
         match &verdict {
             Ok(()) => println!("policy: the requirements in {} are met", policies.display()),
             Err(e) => println!("policy: NOT MET: {e}"),

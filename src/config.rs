@@ -136,8 +136,10 @@ pub struct ExecutionConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RunnerConfig {
-    /// Executions run as uid/gid `uid_base + slot`, one id per concurrent execution.
-    pub uid_base: u32,
+    /// The start of this daemon's 65536 ids: executions run as uid/gid `uid_base + slot`, one id
+    /// per concurrent execution; workspace groups lie in the upper half. Unset: the range this
+    /// daemon had last, else the first one no other daemon holds (see `supervisor::id_range`).
+    pub uid_base: Option<u32>,
     /// Extra read-only paths for every plugin (e.g. an interpreter outside /usr).
     pub extra_read_paths: Vec<PathBuf>,
     /// Runners kept started and waiting in their namespaces, so an execution skips spawning
@@ -198,7 +200,7 @@ impl Default for ExecutionConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig { uid_base: 2_100_000_000, extra_read_paths: Vec::new(), prestarted: 2 }
+        RunnerConfig { uid_base: None, extra_read_paths: Vec::new(), prestarted: 2 }
     }
 }
 
@@ -215,13 +217,14 @@ impl Config {
         if self.executions.max_concurrent == 0 {
             return invalid("executions.max_concurrent must be at least 1".into());
         }
-        if self.runner.uid_base < 1_000_000
-            || self.runner.uid_base.checked_add(self.executions.max_concurrent as u32).is_none()
-        {
-            return invalid(
-                "runner.uid_base must be at least 1000000 (workspace groups lie below it) and leave room for max_concurrent ids"
-                    .into(),
-            );
+        use crate::supervisor::id_range::{RANGE_SIZE, WORKSPACE_GIDS};
+        if self.runner.uid_base.is_some_and(|base| !(1_000_000..=u32::MAX - 1 - RANGE_SIZE).contains(&base)) {
+            return invalid(format!(
+                "runner.uid_base must be at least 1000000 and leave room for its {RANGE_SIZE} ids below 2^32 - 1"
+            ));
+        }
+        if self.executions.max_concurrent > WORKSPACE_GIDS as usize {
+            return invalid(format!("executions.max_concurrent must be at most {WORKSPACE_GIDS}"));
         }
         if u32::from_str_radix(self.api.socket_mode.trim_start_matches("0o"), 8).is_err() {
             return invalid(format!("api.socket_mode {:?} is not an octal mode", self.api.socket_mode));
@@ -230,6 +233,11 @@ impl Config {
             return invalid("nothing to listen on: set api.socket or api.tcp".into());
         }
         Ok(())
+    }
+
+    /// The start of the daemon's id range, once claimed (see `daemon::run`).
+    pub fn uid_base(&self) -> u32 {
+        self.runner.uid_base.unwrap_or(crate::supervisor::id_range::DEFAULT_BASE)
     }
 
     pub fn socket_mode(&self) -> u32 {

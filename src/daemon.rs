@@ -24,6 +24,8 @@ pub enum DaemonError {
     Secrets(#[from] crate::secrets::SecretsError),
     #[error("failed to discover plugins")]
     Registry(#[from] crate::registry::RegistryError),
+    #[error("failed to claim the ids executions run under")]
+    Ids(#[from] supervisor::id_range::IdRangeError),
     #[error("failed to prepare the cgroup subtree")]
     Cgroup(#[from] supervisor::cgroup::CgroupError),
     #[error("another daemon is already listening on {0}")]
@@ -45,8 +47,18 @@ pub enum DaemonError {
 }
 
 /// Loads everything, binds the listeners and serves until SIGTERM or SIGINT.
-pub async fn run(config: Config) -> Result<(), DaemonError> {
+pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&config.state_dir).map_err(|e| DaemonError::StateDir(config.state_dir.clone(), e))?;
+    // Held until the daemon exits: no other daemon runs executions under these ids meanwhile.
+    let holder = format!(
+        "ironclawd pid {} (state {}, socket {})",
+        std::process::id(),
+        config.state_dir.display(),
+        config.api.socket.display()
+    );
+    let ids = supervisor::id_range::claim(config.runner.uid_base, &config.state_dir, &holder)?;
+    tracing::info!(uid_base = ids.base, workspace_gids = ids.workspace_gids(), "claimed the id range");
+    config.runner.uid_base = Some(ids.base);
     let (host, cgroups) = supervisor::probe_host();
     if let Some(root) = &cgroups {
         let removed = root.prepare()?;

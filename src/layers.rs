@@ -164,6 +164,8 @@ pub struct HostSupport {
     /// Why the fallback cannot count an execution's CPU time with a perf task clock, when it
     /// cannot (then it sums what `/proc` shows, and says so in `resource_gaps`).
     pub task_clock_unavailable: Option<String>,
+    /// Why the fallback cannot measure an execution's socket buffers, when it cannot.
+    pub socket_meter_unavailable: Option<String>,
     /// What the resource backend cannot enforce on this host, one line per gap (see
     /// [`HostSupport::find_resource_gaps`]); every result carries them too.
     pub resource_gaps: Vec<String>,
@@ -206,12 +208,20 @@ impl HostSupport {
                  not counted, because {reason}"
             ));
         }
-        let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/core/{name}")).unwrap_or_default();
+        if let Some(reason) = &self.socket_meter_unavailable {
+            let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/net/core/{name}")).unwrap_or_default();
+            gaps.push(format!(
+                "memory: socket buffers are not counted, because {reason}: at most net.core.wmem_default ({} bytes) \
+                 sent and rmem_default ({} bytes) received per socket, of at most 256 sockets a process",
+                sysctl("wmem_default").trim(),
+                sysctl("rmem_default").trim()
+            ));
+        }
+        let pipe_pages = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft").unwrap_or_default();
         gaps.push(format!(
-            "memory: socket buffers are not counted: at most net.core.wmem_default ({} bytes) sent and \
-             rmem_default ({} bytes) received per socket (a plugin may not resize them), of at most 256 sockets a process",
-            sysctl("wmem_default").trim(),
-            sysctl("rmem_default").trim()
+            "memory: pipe contents are not counted: at most 64 KiB a pipe (plugins may not resize pipes) and \
+             fs.pipe-user-pages-soft ({} pages) for all of an execution's pipes",
+            pipe_pages.trim()
         ));
         gaps
     }

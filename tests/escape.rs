@@ -26,6 +26,10 @@ const BOTH: [&str; 2] = [NATIVE, EXEC];
 const GRANTED: &str = "granted_native";
 /// Granted a workspace and another secret: the neighbour `GRANTED` must not reach.
 const NEIGHBOUR: &str = "granted_exec";
+/// A fifth of a CPU, for attacks on the CPU-share throttle.
+const THROTTLED: &str = "misbehave_throttled";
+/// Files as large as 16 MiB, for memory held outside the page tables.
+const HOARDER: &str = "misbehave_hoarder";
 const WORKSPACE: &str = "/run/ironclaw/workspace";
 
 const CANARY_TEXT: &str = "canary-file-secret-7f3a";
@@ -742,7 +746,92 @@ fn network_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
     }
 }
 
-fn resource_attempts(s: &mut Suite) {
+/// Limits walked around: CPU time where no parent collects it, a throttle the sandbox tries to
+/// undo, memory that no process maps. `backend` is the daemon's resource backend: cgroup v2
+/// counts every kind of memory, the fallback refuses what it cannot count.
+fn resource_attempts(s: &mut Suite, backend: &str) {
+    for (how, reap) in [
+        ("fork", "sig_ign"),
+        ("fork", "nocldwait"),
+        ("vfork", "sig_ign"),
+        ("clone_parent", "none"),
+        ("double_fork", "wait"),
+        ("threads", "none"),
+    ] {
+        let workers = attack("unreaped_children", json!({"how": how, "reap": reap, "count": 1000, "child_ms": 40}));
+        s.add(
+            "resources",
+            &format!("CPU time in {how} workers ({reap})"),
+            if how == "fork" { &BOTH } else { &[NATIVE] },
+            vec![workers],
+            check(|r| match (r["status"].as_str(), r["cpu_time_ms"].as_u64()) {
+                (Some("cpu_limit"), Some(cpu)) if cpu >= 1000 => Ok(()),
+                _ => Err(format!("expected cpu_limit with the workers' CPU counted: {r}")),
+            }),
+        );
+    }
+    for (how, spinners) in [("kill", 1), ("kill", 2), ("timer", 1)] {
+        s.add(
+            "resources",
+            &format!("undo the CPU share with {how} ({spinners} spinners)"),
+            &[THROTTLED],
+            vec![attack("throttle_escape", json!({"how": how, "spinners": spinners}))],
+            check(|r| {
+                let share = r["cpu_time_ms"].as_f64().unwrap_or(0.0) / r["duration_ms"].as_f64().unwrap_or(1.0);
+                match r["status"].as_str() {
+                    Some("timeout") if (0.1..=0.3).contains(&share) => Ok(()),
+                    _ => Err(format!("expected the 0.2 share held (got {share:.2}): {r}")),
+                }
+            }),
+        );
+    }
+    let fallback = backend == "fallback";
+    for (how, refused) in [("memfd", "EPERM"), ("shared_anon", "EPERM"), ("dev_zero", "EACCES"), ("noreserve", "")] {
+        s.add(
+            "resources",
+            &format!("memory in {how} pages"),
+            &[HOARDER],
+            vec![attack("hidden_memory", json!({"how": how, "count": 64, "mib": 16}))],
+            check(move |r| {
+                let seen = errno_of(&r["data"]["failure"]).unwrap_or("");
+                match r["status"].as_str() {
+                    Some("memory_limit") => Ok(()),
+                    Some("success") if fallback && seen == refused && r["data"]["held_mib"] == 0 => Ok(()),
+                    _ => Err(format!("expected memory_limit (or {refused} under the fallback): {r}")),
+                }
+            }),
+        );
+    }
+    s.add(
+        "resources",
+        "memory in socket buffers of three processes",
+        &[HOARDER],
+        vec![attack("hidden_memory", json!({"how": "socketpairs", "count": 120, "processes": 3, "hold_seconds": 2}))],
+        Expect::Status("memory_limit", None),
+    );
+    s.add(
+        "resources",
+        "a SysV shared memory segment",
+        &[HOARDER],
+        vec![attack("hidden_memory", json!({"how": "sysv", "count": 64, "mib": 16}))],
+        check(|r| match errno_of(&r["data"]["failure"]) {
+            Some("ENOSYS") => Ok(()),
+            _ => Err(format!("expected ENOSYS: {r}")),
+        }),
+    );
+    for how in ["fallocate", "sparse"] {
+        s.add(
+            "resources",
+            &format!("a workspace file grown by {how}"),
+            &[GRANTED],
+            vec![attack("hidden_memory", json!({"how": how, "mib": 64, "path": format!("{WORKSPACE}/{how}")}))],
+            check(|r| match (r["status"].as_str(), r["signal"].as_i64()) {
+                (Some("crashed"), Some(s)) if s == libc::SIGXFSZ as i64 => Ok(()),
+                (Some("success"), _) if errno_of(&r["data"]["failure"]) == Some("EFBIG") => Ok(()),
+                _ => Err(format!("expected SIGXFSZ or EFBIG at the workspace size: {r}")),
+            }),
+        );
+    }
     s.add(
         "resources",
         "fork bomb",
@@ -886,7 +975,7 @@ impl Tally {
 async fn start() -> (Daemon, Canaries) {
     let dir = tempfile::Builder::new().prefix("ironclaw-test-").tempdir().unwrap();
     let plugins = dir.path().join("plugins");
-    for p in [NATIVE, EXEC, GRANTED, NEIGHBOUR] {
+    for p in [NATIVE, EXEC, GRANTED, NEIGHBOUR, THROTTLED, HOARDER] {
         common::install_plugin(&plugins, p);
     }
     // A plugin author ships a setuid-root helper: executions must not gain root through it.
@@ -950,7 +1039,7 @@ async fn no_escape_attempt_gets_through() {
     credential_attempts(&mut s);
     kernel_attempts(&mut s);
     network_attempts(&mut s, &c, &d);
-    resource_attempts(&mut s);
+    resource_attempts(&mut s, &d.resources().await);
     leak_attempts(&mut s, &d);
     tally.run(s, &d, &mut c, &[]).await;
 

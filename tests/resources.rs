@@ -75,8 +75,85 @@ async fn memory_that_no_process_maps_is_counted_or_refused() {
             assert_eq!(r["data"]["held_mib"], 0, "{how}: {r}");
         }
     }
+    // Socket buffers: counted (one process holds about 25 MiB of them, three hold more than
+    // the limit); on the fallback they keep their default sizes (SO_SNDBUF refused).
+    let holding = json!({"attack": "hidden_memory", "how": "socketpairs", "count": 120, "hold_seconds": 1});
+    let r = d.exec("misbehave_hoarder", holding.clone()).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let held = r["data"]["held_mib"].as_u64().unwrap();
+    assert!(held >= 20, "{r}");
+    assert!(r["peak_memory_bytes"].as_u64().unwrap() >= held << 20, "socket buffers counted: {r}");
+    let mut three = holding;
+    three["processes"] = json!(3);
+    let r = d.exec("misbehave_hoarder", three).await;
+    assert_eq!(r["status"], "memory_limit", "{r}");
     // No SysV IPC on any backend.
     let r =
         d.exec("misbehave_hoarder", json!({"attack": "hidden_memory", "how": "sysv", "count": 64, "mib": 16})).await;
     assert_eq!(failure(&r), "ENOSYS", "{r}");
+}
+
+/// Two daemons with default settings on one host: each claims ids of its own, so one's sleeping
+/// executions never count against the other's per-uid limits (the calculator has `pids = 1`),
+/// and neither's trial loads fail for the other's sake.
+#[tokio::test]
+async fn two_daemons_with_default_settings_share_a_host() {
+    require_root!();
+    let plugins = ["calculator", "misbehave_native"];
+    let (a, b) = tokio::join!(Daemon::with_plugins(&plugins), Daemon::with_plugins(&plugins));
+    let (mut a, mut b) = (a, b);
+    assert!(a.uid_base.abs_diff(b.uid_base) >= 65_536, "overlapping id ranges {} and {}", a.uid_base, b.uid_base);
+    for d in [&a, &b] {
+        let plugins = d.get("/api/v1/plugins").await.body;
+        for p in plugins["plugins"].as_array().unwrap() {
+            assert_eq!(p["state"], "enabled", "{p}");
+        }
+    }
+    for (busy, other) in [(&a, &b), (&b, &a)] {
+        // A long execution holding the busy daemon's first slot uid, while the other serves.
+        let sleeper = busy.exec("misbehave_native", json!({"attack": "sleep", "seconds": 10}));
+        let calculations = async {
+            let mut answers = Vec::new();
+            for _ in 0..5 {
+                answers.push(other.exec("calculator", json!({"expression": "6*7"})).await);
+            }
+            answers
+        };
+        let (slept, answers) = tokio::join!(sleeper, calculations);
+        assert_eq!(slept["status"], "timeout", "{slept}");
+        for r in answers {
+            assert_eq!((r["status"].as_str(), r["data"]["result"].as_f64()), (Some("success"), Some(42.0)), "{r}");
+        }
+    }
+    assert!(a.stop().await.success(), "{}", a.log());
+    assert!(b.stop().await.success(), "{}", b.log());
+}
+
+/// A daemon told to use ids another daemon holds refuses to start, and says who holds them.
+#[tokio::test]
+async fn a_daemon_refuses_ids_another_daemon_holds() {
+    require_root!();
+    let first = Daemon::with_plugins(&["calculator"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ironclawd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n[api]\nsocket = {:?}\n[runner]\nuid_base = {}\n",
+            dir.path(),
+            dir.path(),
+            dir.path().join("state"),
+            dir.path().join("api.sock"),
+            first.uid_base
+        ),
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_ironclawd")).arg("--config").arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("runner.uid_base") && stderr.contains(&format!("ironclawd pid {}", first.pid())),
+        "{stderr}"
+    );
 }

@@ -18,6 +18,7 @@ use super::cpu_clock::CpuClock;
 use super::freezer::Freezer;
 use super::monitor;
 use super::pool::{Runner, RunnerPool};
+use super::socket_meter::SocketMeter;
 use super::workspace::{self, Workspace};
 use crate::ipc::{self, RlimitSpec, RunnerMessage, RunnerSpec, RuntimeSpec, WorkspaceSpec};
 use crate::layers::{AppliedLayers, LayerReport, Requirements, ResourceBackend};
@@ -117,6 +118,10 @@ pub struct ExecutionResult {
     /// Served from the result cache: this is the result of execution `id`, run earlier.
     #[serde(default)]
     pub cached: bool,
+    /// The sandbox failed before the plugin could run (no fault of the plugin's): a trial load
+    /// that ends so is retried, not held against the plugin.
+    #[serde(skip)]
+    pub sandbox_failed: bool,
 }
 
 /// Everything one execution needs, decided by the supervisor.
@@ -144,6 +149,8 @@ pub struct ExecutionPlan {
     pub extra_read_paths: Vec<PathBuf>,
     /// Under the fallback: count CPU time with a perf task clock (the host offers one).
     pub task_clock: bool,
+    /// Under the fallback: count socket buffers with sock_diag (the host offers it).
+    pub socket_meter: bool,
     /// What the resource backend cannot enforce on this host (reported with the result).
     pub resource_gaps: Vec<String>,
 }
@@ -175,6 +182,7 @@ impl ExecutionPlan {
             log: String::new(),
             started_at: unix_ms(),
             cached: false,
+            sandbox_failed: false,
         }
     }
 
@@ -222,7 +230,10 @@ impl ExecutionPlan {
             gid: workspace.map_or(self.uid, |w| w.gid),
             rlimits: RlimitSpec {
                 address_space: fallback.then(|| self.limits.memory.0.saturating_add(ADDRESS_SPACE_HEADROOM)),
-                cpu_seconds: Some(self.limits.cpu_time.0.as_secs().max(1)),
+                // A backstop a second above the limit: the daemon stops the execution at the
+                // limit itself, counting the whole sandbox (RLIMIT_CPU counts one process, in
+                // scheduler ticks, so it would fire early for some and never for others).
+                cpu_seconds: Some(self.limits.cpu_time.0.as_secs_f64().ceil() as u64 + 1),
                 // The sandbox's init (pid 1) is ours: it does not count against the plugin.
                 processes: Some(self.limits.pids + 1),
                 open_files: 256,
@@ -349,7 +360,10 @@ pub async fn execute(plan: ExecutionPlan, pool: &RunnerPool, cancel: watch::Rece
     let started_at = unix_ms();
     let mut result = match Execution::start(&plan, pool).await {
         Ok(execution) => execution.finish(&plan, cancel, started).await,
-        Err(e) => plan.refused(ExecutionStatus::Error, format!("failed to start the sandbox: {e}")),
+        Err(e) => ExecutionResult {
+            sandbox_failed: true,
+            ..plan.refused(ExecutionStatus::Error, format!("failed to start the sandbox: {e}"))
+        },
     };
     result.started_at = started_at;
     result.duration_ms = started.elapsed().as_millis() as u64;
@@ -372,6 +386,11 @@ struct Execution {
     cpu_clock: Option<CpuClock>,
     /// Holds the sandbox to its CPU share (fallback backend); started at the first freeze.
     freezer: Option<Freezer>,
+    /// The sandbox's socket buffers (fallback backend); opened once the execution has run for
+    /// a monitor interval (most finish sooner, and hold next to nothing).
+    socket_meter: Option<SocketMeter>,
+    /// Monitor samples taken so far.
+    samples: u64,
 }
 
 impl Execution {
@@ -409,6 +428,8 @@ impl Execution {
             proxy: None,
             cpu_clock: None,
             freezer: None,
+            socket_meter: None,
+            samples: 0,
         };
         match inner {
             Ok((pid, pidfd)) => {
@@ -494,14 +515,36 @@ impl Execution {
             peak.cpu_time_ms = peak.cpu_time_ms.max(cpu);
             return (cpu > cpu_limit_ms).then_some(ExecutionStatus::CpuLimit);
         }
-        let init = self.inner.as_ref()?.0;
-        let usage = match monitor::sample(init) {
+        let (init, pidfd) = self.inner.as_ref()?;
+        let init = *init;
+        let mut usage = match monitor::sample(init) {
             Ok(usage) => usage?,
             Err(e) => {
                 tracing::error!(error = %e, "the fallback monitor cannot observe the sandbox; stopping the execution");
                 return Some(ExecutionStatus::Error);
             }
         };
+        self.samples += 1;
+        let sockets = match &mut self.socket_meter {
+            Some(meter) => meter.queued_bytes(),
+            None if plan.socket_meter && self.samples > 1 => {
+                SocketMeter::open(pidfd.as_fd(), init).and_then(|mut meter| {
+                    let bytes = meter.queued_bytes();
+                    self.socket_meter = Some(meter);
+                    bytes
+                })
+            }
+            None => Ok(0),
+        };
+        match sockets {
+            Ok(bytes) => usage.memory_bytes += bytes,
+            // The sandbox ended between two looks: its exit decides, not the meter.
+            Err(_) if has_exited(pidfd.as_fd()) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot measure the sandbox's socket buffers; stopping the execution");
+                return Some(ExecutionStatus::Error);
+            }
+        }
         let cpu = match &mut self.cpu_clock {
             Some(clock) => match clock.read_ms() {
                 Ok(ms) => ms,
@@ -633,6 +676,12 @@ impl Execution {
         };
 
         let setup_failed = self.early_failure.or(report.setup_failed.clone());
+        // Only loading or starting the plugin (and a requirement the policy set) is the plugin's
+        // part of the set-up; any other stage failing is the sandbox's or the host's.
+        let sandbox_failed = report.layers.is_none()
+            || setup_failed
+                .as_ref()
+                .is_some_and(|(stage, _)| !matches!(stage.as_str(), "load" | "exec" | "requirements"));
         let mut result = plan.refused(ExecutionStatus::Error, String::new());
         result.error = None;
         result.layers.sandbox = report.layers.clone();
@@ -665,6 +714,7 @@ impl Execution {
         });
         result.status = status;
         result.error = error;
+        result.sandbox_failed = sandbox_failed && status == ExecutionStatus::Error;
         if status == ExecutionStatus::Crashed {
             result.signal = reaped.signal;
         }
@@ -696,6 +746,12 @@ fn redact_secrets(result: &mut ExecutionResult, secrets: &[(String, String)]) {
             result.data = serde_json::from_str(&clean).ok().or(Some(Value::String(clean)));
         }
     }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd is readable).
+fn has_exited(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    poll(&mut [PollFd::new(pidfd, PollFlags::POLLIN)], PollTimeout::ZERO).map_or(true, |n| n > 0)
 }
 
 async fn join_or_default<T: Default>(task: tokio::task::JoinHandle<T>, grace: Duration) -> T {
@@ -887,6 +943,7 @@ mod tests {
             log: String::new(),
             started_at: 0,
             cached: false,
+            sandbox_failed: false,
         };
         let mut r = plan_result();
         apply_response(&mut r, br#"{"status":"success","data":{"result":5}}"#, Some(0));

@@ -7,9 +7,11 @@ pub mod cgroup;
 pub mod cpu_clock;
 pub mod execution;
 pub mod freezer;
+pub mod id_range;
 pub mod monitor;
 pub mod pool;
 pub mod reload;
+pub mod socket_meter;
 pub mod workspace;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -74,6 +76,7 @@ pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
         namespaces: probe_namespaces(),
         missing_capabilities: probe_missing_capabilities(!cgroup_v2.usable),
         task_clock_unavailable: (!cgroup_v2.usable).then(cpu_clock::probe).and_then(Result::err),
+        socket_meter_unavailable: (!cgroup_v2.usable).then(socket_meter::probe).and_then(Result::err),
         cgroup_v2,
         resource_gaps: Vec::new(),
     };
@@ -212,7 +215,7 @@ impl Supervisor {
         audit: Arc<crate::auth::AuditLog>,
     ) -> Arc<Self> {
         let n = config.executions.max_concurrent;
-        let uids = (0..n as u32).rev().map(|i| config.runner.uid_base + i).collect();
+        let uids = (0..n as u32).rev().map(|i| config.uid_base() + i).collect();
         Arc::new(Supervisor {
             api_version: Version::parse(ironclaw_plugin_sdk::API_VERSION).expect("the SDK's API version is semver"),
             host,
@@ -286,17 +289,22 @@ impl Supervisor {
                 "capabilities": "dropped",
                 "no_new_privs": "enforced",
                 "resources": self.host.resource_backend(),
+                "resource_gaps": self.host.resource_gaps,
                 "resource_limits": match self.host.resource_backend() {
                     crate::layers::ResourceBackend::CgroupV2 => json!({"memory": "cgroup memory.max", "cpu": "cgroup cpu.max + RLIMIT_CPU", "pids": "cgroup pids.max"}),
                     crate::layers::ResourceBackend::Fallback => json!({
                         "memory": if self.host.missing_capabilities.iter().any(|c| c.starts_with("CAP_SYS_PTRACE")) {
                             "NOT enforced: the monitor lacks CAP_SYS_PTRACE, so executions are stopped as errors"
                         } else {
-                            "monitor (RSS sampling) + RLIMIT_AS backstop"
+                            "monitor (anonymous, shared and swapped pages, and socket buffers, every 10 ms) + RLIMIT_AS backstop; memfds, shared anonymous maps and /dev/zero refused"
                         },
-                        "cpu_time": "RLIMIT_CPU + monitor",
-                        "cpu_share": "monitor: the sandbox is stopped while it is over its share (100 ms period)",
-                        "pids": "RLIMIT_NPROC (one uid per execution)",
+                        "cpu_time": if self.host.task_clock_unavailable.is_none() {
+                            "perf task clock inherited by every task of the sandbox, whoever reaps it + RLIMIT_CPU"
+                        } else {
+                            "monitor (CPU of live processes and of children they waited for) + RLIMIT_CPU"
+                        },
+                        "cpu_share": "every task frozen from outside (ptrace) while the sandbox is over its share (100 ms period)",
+                        "pids": "RLIMIT_NPROC (one uid per execution, the ids claimed by this daemon alone)",
                     }),
                 },
             },
@@ -307,6 +315,12 @@ impl Supervisor {
                 "landlock_min_abi": requirements.landlock_min_abi,
                 "executions_allowed": refusal.is_none(),
                 "refusal": refusal,
+            },
+            "ids": {
+                "uid_base": self.config.uid_base(),
+                "slot_uids": [self.config.uid_base(), self.config.uid_base() + self.config.executions.max_concurrent as u32 - 1],
+                "workspace_gids": [self.config.uid_base() + id_range::WORKSPACE_GIDS, self.config.uid_base() + id_range::RANGE_SIZE - 1],
+                "claim": id_range::CLAIMS_DIR,
             },
             "executions": {
                 "running": lock(&self.executions).running.len(),
@@ -517,13 +531,14 @@ impl Supervisor {
             workspaces: self.config.state_dir.join(WORKSPACES_DIR),
             proxy: self.proxy.clone(),
             uid: 0,
-            uid_base: self.config.runner.uid_base,
+            uid_base: self.config.uid_base(),
             requirements: self.policy().requirements.clone(),
             cgroups: self.cgroups.clone(),
             kill_grace: self.config.executions.kill_grace.0,
             monitor_interval: self.config.executions.monitor_interval.0,
             extra_read_paths: self.config.runner.extra_read_paths.clone(),
             task_clock: self.host.task_clock_unavailable.is_none(),
+            socket_meter: self.host.socket_meter_unavailable.is_none(),
             resource_gaps: self.host.resource_gaps.clone(),
         }
     }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 /// Memory of the plugin's processes and CPU time of every process of the sandbox.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    /// Resident anonymous and shared-memory pages (`RssAnon` + `RssShmem`): what the plugin
-    /// allocated, including memfd and shm mappings. Not file-backed pages (the runner's binary,
-    /// the plugin's library), which are shared, reclaimable page cache.
+    /// Resident anonymous and shared-memory pages and swapped-out pages (`RssAnon` + `RssShmem` +
+    /// `VmSwap`): what the plugin allocated. Not file-backed pages (the runner's binary, the
+    /// plugin's library), which are shared, reclaimable page cache.
     pub memory_bytes: u64,
     pub cpu_time_ms: u64,
 }
@@ -32,7 +32,8 @@ fn read_process(dir: &Path, ticks: u64) -> Option<Usage> {
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
             .unwrap_or(0)
     };
-    let memory_bytes = (kib("RssAnon:") + kib("RssShmem:")) * 1024;
+    // Swapped pages are still the plugin's (MADV_PAGEOUT would otherwise hide them from RSS).
+    let memory_bytes = (kib("RssAnon:") + kib("RssShmem:") + kib("VmSwap:")) * 1024;
     let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // After the command name: state is field 3, then utime 14, stime 15, cutime 16, cstime 17.

@@ -33,6 +33,10 @@ pub const HOLD_RELOAD_FILE: &str = "hold-reload";
 pub const STARTUP: &str = "start-up";
 /// A trial load gets at most this long, whatever the plugin's timeout.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A trial the sandbox (not the plugin) failed is tried this many times, the first retry after
+/// `TRIAL_RETRY`, each later one four times as long; still failing, it counts as inconclusive.
+const TRIAL_ATTEMPTS: u32 = 3;
+const TRIAL_RETRY: Duration = Duration::from_millis(200);
 
 /// What one reload of one folder did.
 #[derive(Debug, Clone, Serialize)]
@@ -271,9 +275,10 @@ impl Supervisor {
     }
 
     /// Runs a `validate` request through a real runner: the library loads (ABI handshake
-    /// first), or the program starts, and answers in protocol. Inconclusive (passes, with a
-    /// warning) when the sandbox itself could not start, which is no fault of the plugin (and
-    /// fails every execution alike), or when the host refuses every execution anyway.
+    /// first), or the program starts, and answers in protocol. A trial the sandbox failed before
+    /// the plugin could run (no fault of the plugin's: the host, its limits, another daemon) is
+    /// retried; still failing, it is inconclusive and passes with an error in the log, as when
+    /// the host refuses every execution anyway. Such a plugin is never left `invalid`.
     async fn trial(
         self: &Arc<Self>,
         plugin: Arc<LoadedPlugin>,
@@ -282,22 +287,31 @@ impl Supervisor {
         if !self.host.missing_capabilities.is_empty() {
             return Ok(());
         }
-        let mut plan = self.plan(plugin, effective, json!({}), Operation::Validate);
-        plan.limits.timeout.0 = plan.limits.timeout.0.min(TRIAL_TIMEOUT);
-        let result = match self.launch(plan, None, false, Wait::Result).await {
-            Ok(Started::Finished(result)) => result,
-            Ok(Started::Detached(_)) => return Err("the trial was detached".into()),
-            Err(e) => return Err(e.to_string()),
-        };
-        let error = result.error.as_deref().unwrap_or("no detail");
-        match result.status {
-            ExecutionStatus::Success | ExecutionStatus::InvalidInput | ExecutionStatus::Denied => Ok(()),
-            _ if result.layers.sandbox.is_none() => {
-                tracing::error!(plugin = %result.plugin, %error, "trial load inconclusive: the sandbox could not start");
-                Ok(())
+        let mut retry_in = TRIAL_RETRY;
+        for attempt in 1..=TRIAL_ATTEMPTS {
+            let mut plan = self.plan(plugin.clone(), effective.clone(), json!({}), Operation::Validate);
+            plan.limits.timeout.0 = plan.limits.timeout.0.min(TRIAL_TIMEOUT);
+            let result = match self.launch(plan, None, false, Wait::Result).await {
+                Ok(Started::Finished(result)) => result,
+                Ok(Started::Detached(_)) => return Err("the trial was detached".into()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let error = result.error.as_deref().unwrap_or("no detail");
+            match result.status {
+                ExecutionStatus::Success | ExecutionStatus::InvalidInput | ExecutionStatus::Denied => return Ok(()),
+                _ if result.sandbox_failed && attempt < TRIAL_ATTEMPTS => {
+                    tracing::warn!(plugin = %result.plugin, %error, attempt, "trial load: the sandbox failed, not the plugin; retrying");
+                    tokio::time::sleep(retry_in).await;
+                    retry_in *= 4;
+                }
+                _ if result.sandbox_failed => {
+                    tracing::error!(plugin = %result.plugin, %error, "trial load inconclusive: the sandbox could not run it");
+                    return Ok(());
+                }
+                status => return Err(format!("{}: {error}", status.as_str())),
             }
-            status => Err(format!("{}: {error}", status.as_str())),
         }
+        Ok(())
     }
 
     /// Copies a version that is being replaced to `backups/<plugin>/<version>-<ms>/`, and prunes.

@@ -88,8 +88,6 @@ pub fn install_plugin(plugins_dir: &Path, name: &str) {
     }
 }
 
-static DAEMONS: AtomicU32 = AtomicU32::new(0);
-
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
@@ -209,10 +207,6 @@ impl DaemonBuilder {
             }
             std::fs::write(root.join("policies/test.toml"), &self.policy).unwrap();
         }
-        // Every daemon of every test process gets its own uid range, so rlimits that count per
-        // uid (RLIMIT_NPROC) never mix executions of concurrent tests.
-        let n = DAEMONS.fetch_add(1, Ordering::SeqCst);
-        let uid_base = 2_000_000_000 + (std::process::id() % 50_000) * 1000 + n * 32;
         let socket = root.join("api.sock");
         let mut top = String::new();
         if let Some(secrets) = &self.secrets {
@@ -241,7 +235,7 @@ impl DaemonBuilder {
         };
         let config = format!(
             "plugins_dir = {:?}\npolicies_dir = {:?}\nstate_dir = {:?}\n{top}[proxy.hosts]\n{hosts}[api]\nsocket = {:?}\n{}{}\
-             [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\nuid_base = {uid_base}\n{}",
+             [executions]\nmax_concurrent = {}\nmax_queued = {}\n[runner]\n{}",
             root.join("plugins"),
             root.join("policies"),
             root.join("state"),
@@ -276,8 +270,13 @@ impl DaemonBuilder {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut daemon = Daemon { dir, socket, uid_base, max_concurrent: self.max_concurrent, child: Some(child) };
+        let mut daemon = Daemon { dir, socket, uid_base: 0, max_concurrent: self.max_concurrent, child: Some(child) };
         daemon.wait_ready().await;
+        // Each daemon claims an id range of its own (as with the default config on any host),
+        // so rlimits that count per uid never mix executions of concurrent tests.
+        let system = daemon.get("/api/v1/system").await.body;
+        daemon.uid_base =
+            system["ids"]["uid_base"].as_u64().unwrap_or_else(|| panic!("no id range in {system}")) as u32;
         daemon
     }
 }

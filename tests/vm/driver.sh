@@ -103,6 +103,20 @@ wall=$(printf '%s' "$r" | field "['duration_ms']" 2>/dev/null || echo 1)
 check cpu_max "cpu ${cpu} ms over ${wall} ms at a 0.2 share: $r" \
     python3 -c "import sys; sys.exit(0 if 0.1 * $wall <= $cpu <= 0.35 * $wall else 1)"
 
+# The same attacks as tests/resources.rs, on the cgroup v2 backend: CPU time spent in children
+# the kernel reaps (SIGCHLD ignored) counts against the limit; resuming signals do not defeat
+# cpu.max; a memfd bomb ends at memory.max.
+r=$(exec_plugin misbehave_native '{"attack": "unreaped_children", "how": "fork", "reap": "sig_ign", "count": 1000, "child_ms": 40}')
+cpu=$(printf '%s' "$r" | field "['cpu_time_ms']" 2>/dev/null || echo 0)
+check cpu_time_unreaped_children "cpu ${cpu} ms: $r" eval '[ "$(status_of "$r")" = cpu_limit ] && [ "$cpu" -ge 1000 ]'
+r=$(exec_plugin misbehave_throttled '{"attack": "throttle_escape", "how": "kill", "spinners": 2}')
+cpu=$(printf '%s' "$r" | field "['cpu_time_ms']" 2>/dev/null || echo 0)
+wall=$(printf '%s' "$r" | field "['duration_ms']" 2>/dev/null || echo 1)
+check cpu_max_resume_signals "cpu ${cpu} ms over ${wall} ms at a 0.2 share: $r" \
+    python3 -c "import sys; sys.exit(0 if 0.1 * $wall <= $cpu <= 0.35 * $wall else 1)"
+r=$(exec_plugin misbehave_hoarder '{"attack": "hidden_memory", "how": "memfd", "count": 64, "mib": 16}')
+check memory_max_memfd "$r" is "$(status_of "$r")" memory_limit
+
 check cgroups_removed "$(find "$UNIT_CG" -maxdepth 1 -name 'exec-*')" [ "$(exec_cgroups)" -eq 0 ]
 
 # --- Landlock ABI 2 on this kernel, reported as such; a policy demanding more refuses ---------

@@ -70,7 +70,7 @@ make -C "$REPO" --no-print-directory install DESTDIR="$ROOT" PREFIX=/usr/local >
     || { tail -20 "$WORK/install.log"; exit 1; }
 cargo build --manifest-path "$REPO/Cargo.toml" --release -p misbehave > "$WORK/fixtures.log" 2>&1 \
     || { tail -20 "$WORK/fixtures.log"; exit 1; }
-for fixture in misbehave_native misbehave_throttled; do
+for fixture in misbehave_native misbehave_throttled misbehave_hoarder; do
     dest=$ROOT/usr/local/lib/ironclaw/plugins/$fixture
     mkdir -p "$dest"
     cp "$REPO/tests/fixtures/plugins/$fixture/plugin.toml" "$dest/"
