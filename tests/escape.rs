@@ -851,6 +851,16 @@ fn resource_attempts(s: &mut Suite, backend: &str) {
     s.add("resources", "CPU spin", &BOTH, vec![attack("cpu_spin", json!({}))], Expect::Status("cpu_limit", None));
     s.add(
         "resources",
+        "CPU spin with perf counters disabled (PR_TASK_PERF_EVENTS_DISABLE)",
+        &BOTH,
+        vec![attack("cpu_spin", json!({"perf_disable": true}))],
+        check(|r| match (r["status"].as_str(), r["cpu_time_ms"].as_u64()) {
+            (Some("cpu_limit"), Some(cpu)) if cpu >= 1000 => Ok(()),
+            _ => Err(format!("expected cpu_limit with the spin counted: {r}")),
+        }),
+    );
+    s.add(
+        "resources",
         "sleep past the timeout",
         &[NATIVE],
         vec![attack("sleep", json!({"seconds": 60}))],

@@ -157,3 +157,52 @@ async fn a_daemon_refuses_ids_another_daemon_holds() {
         "{stderr}"
     );
 }
+
+/// A trial load that the sandbox fails, not the plugin (here: the slot's uid already runs as
+/// many processes as the calculator may have, so its runner cannot fork), is retried, and the
+/// new version goes in once the host lets it run; the plugin is never marked invalid for it.
+#[tokio::test]
+async fn a_trial_load_the_sandbox_failed_is_retried() {
+    require_root!();
+    let d = Daemon::builder()
+        .plugins(&["calculator"])
+        .config("prestarted = 0\n[reload]\nwatch = false\n")
+        .max_concurrent(1)
+        .start()
+        .await;
+    // The only slot's uid: someone else's processes run under it now.
+    let uid = d.uid_base.to_string();
+    let mut squatters: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            std::process::Command::new("setpriv")
+                .args(["--reuid", &uid, "--regid", &uid, "--clear-groups", "sleep", "60"])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let manifest = d.dir.path().join("plugins/calculator/plugin.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("version = \"1.0.0\"", "version = \"1.0.1\"")).unwrap();
+    let client = d.client();
+    let reload = tokio::spawn(async move { client.post("/api/v1/plugins/calculator/reload", &json!({})).await });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log().contains("the sandbox failed, not the plugin; retrying") {
+        assert!(std::time::Instant::now() < deadline, "no retried trial in the log:\n{}", d.log());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for squatter in &mut squatters {
+        squatter.kill().unwrap();
+        squatter.wait().unwrap();
+    }
+    let answer = reload.await.unwrap().unwrap();
+    assert_eq!(
+        (answer.body["result"].as_str(), answer.body["version"].as_str()),
+        (Some("changed"), Some("1.0.1")),
+        "{}",
+        answer.body
+    );
+    let info = d.get("/api/v1/plugins/calculator").await.body;
+    assert_eq!(info["state"], "enabled", "{info}");
+    let r = d.exec("calculator", json!({"expression": "1+1"})).await;
+    assert_eq!((r["status"].as_str(), r["plugin_version"].as_str()), (Some("success"), Some("1.0.1")), "{r}");
+}

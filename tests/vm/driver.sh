@@ -108,10 +108,12 @@ check cpu_max "cpu ${cpu} ms over ${wall} ms at a 0.2 share: $r" \
 # cpu.max; a memfd bomb ends at memory.max.
 r=$(exec_plugin misbehave_native '{"attack": "unreaped_children", "how": "fork", "reap": "sig_ign", "count": 1000, "child_ms": 40}')
 cpu=$(printf '%s' "$r" | field "['cpu_time_ms']" 2>/dev/null || echo 0)
+echo "IRONCLAW-VM INFO cpu_time_unreaped_children: $(status_of "$r"), ${cpu} ms of CPU"
 check cpu_time_unreaped_children "cpu ${cpu} ms: $r" eval '[ "$(status_of "$r")" = cpu_limit ] && [ "$cpu" -ge 1000 ]'
 r=$(exec_plugin misbehave_throttled '{"attack": "throttle_escape", "how": "kill", "spinners": 2}')
 cpu=$(printf '%s' "$r" | field "['cpu_time_ms']" 2>/dev/null || echo 0)
 wall=$(printf '%s' "$r" | field "['duration_ms']" 2>/dev/null || echo 1)
+echo "IRONCLAW-VM INFO cpu_max_resume_signals: ${cpu} ms of CPU over ${wall} ms"
 check cpu_max_resume_signals "cpu ${cpu} ms over ${wall} ms at a 0.2 share: $r" \
     python3 -c "import sys; sys.exit(0 if 0.1 * $wall <= $cpu <= 0.35 * $wall else 1)"
 r=$(exec_plugin misbehave_hoarder '{"attack": "hidden_memory", "how": "memfd", "count": 64, "mib": 16}')
