@@ -391,6 +391,8 @@ struct Execution {
     socket_meter: Option<SocketMeter>,
     /// Monitor samples taken so far.
     samples: u64,
+    /// Why the daemon stopped the execution as an error (a limit it could not enforce).
+    unenforceable: Option<String>,
 }
 
 impl Execution {
@@ -430,6 +432,7 @@ impl Execution {
             freezer: None,
             socket_meter: None,
             samples: 0,
+            unenforceable: None,
         };
         match inner {
             Ok((pid, pidfd)) => {
@@ -499,6 +502,14 @@ impl Execution {
         }
     }
 
+    /// Stops the execution as an error, because a limit can no longer be enforced: never run on
+    /// as if it were.
+    fn cannot_enforce(&mut self, why: String) -> Option<ExecutionStatus> {
+        tracing::error!(%why, "stopping the execution: a limit cannot be enforced");
+        self.unenforceable = Some(why);
+        Some(ExecutionStatus::Error)
+    }
+
     /// One look at the execution's usage, which also holds the fallback's CPU share: the
     /// reason to stop it, when there is one.
     fn measure(
@@ -520,8 +531,10 @@ impl Execution {
         let mut usage = match monitor::sample(init) {
             Ok(usage) => usage?,
             Err(e) => {
-                tracing::error!(error = %e, "the fallback monitor cannot observe the sandbox; stopping the execution");
-                return Some(ExecutionStatus::Error);
+                return self.cannot_enforce(format!(
+                    "the fallback monitor cannot observe the sandbox ({e}), so its memory and CPU limits cannot be \
+                     enforced (the daemon needs CAP_SYS_PTRACE)"
+                ));
             }
         };
         self.samples += 1;
@@ -538,20 +551,17 @@ impl Execution {
         };
         match sockets {
             Ok(bytes) => usage.memory_bytes += bytes,
-            // The sandbox ended between two looks: its exit decides, not the meter.
-            Err(_) if has_exited(pidfd.as_fd()) => return None,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot measure the sandbox's socket buffers; stopping the execution");
-                return Some(ExecutionStatus::Error);
+            // The sandbox is ending (its init has left its namespaces, or exited): its exit
+            // decides, not the meter. Nothing inside can make init leave early.
+            Err(e) if has_exited(pidfd.as_fd()) || matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+                return None;
             }
+            Err(e) => return self.cannot_enforce(format!("cannot measure the sandbox's socket buffers ({e})")),
         }
         let cpu = match &mut self.cpu_clock {
             Some(clock) => match clock.read_ms() {
                 Ok(ms) => ms,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the sandbox's CPU clock; stopping the execution");
-                    return Some(ExecutionStatus::Error);
-                }
+                Err(e) => return self.cannot_enforce(format!("cannot read the sandbox's CPU clock ({e})")),
             },
             None => usage.cpu_time_ms,
         };
@@ -561,14 +571,14 @@ impl Execution {
             if self.freezer.is_none() {
                 match Freezer::start(init) {
                     Ok(freezer) => self.freezer = Some(freezer),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the freezer that holds the CPU share; stopping the execution");
-                        return Some(ExecutionStatus::Error);
-                    }
+                    Err(e) => return self.cannot_enforce(format!("cannot start the freezer for the CPU share ({e})")),
                 }
             }
             let freezer = self.freezer.as_ref()?;
             if pause { freezer.freeze() } else { freezer.thaw() }
+        }
+        if let Some(why) = self.freezer.as_ref().and_then(Freezer::failure) {
+            return self.cannot_enforce(format!("the CPU share cannot be held: {why}"));
         }
         if usage.memory_bytes > plan.limits.memory.0 {
             Some(ExecutionStatus::MemoryLimit)
@@ -711,6 +721,7 @@ impl Execution {
             output_too_large: stdout_overflow || report.too_large,
             ipc_garbage: report.garbage,
             confined: report.layers.is_some(),
+            unenforceable: self.unenforceable.take(),
         });
         result.status = status;
         result.error = error;
@@ -779,6 +790,8 @@ struct Outcome {
     ipc_garbage: Option<String>,
     /// The runner reported itself confined: from then on, plugin code may have run.
     confined: bool,
+    /// Why the daemon stopped it as an error, when it did.
+    unenforceable: Option<String>,
 }
 
 /// "SIGSEGV" for 11; the number for a signal nix does not know.
@@ -800,10 +813,11 @@ fn classify(o: &Outcome) -> (ExecutionStatus, Option<String>) {
             }
             CpuLimit => format!("the execution exceeded its CPU time limit of {} ms and was killed", o.cpu_limit_ms),
             OutputLimit => "the execution exceeded its output limit and was killed".to_string(),
-            // The only reason the daemon stops an execution as an error: it went blind.
-            Error => "the fallback monitor cannot observe the sandbox, so its memory and CPU limits cannot be \
-                      enforced; the execution was stopped (the daemon needs CAP_SYS_PTRACE)"
-                .to_string(),
+            // The only reason the daemon stops an execution as an error: a limit it cannot enforce.
+            Error => format!(
+                "{}; the execution was stopped",
+                o.unenforceable.as_deref().unwrap_or("a limit could not be enforced")
+            ),
             _ => "the execution was stopped".to_string(),
         };
         return (reason, Some(message));
@@ -895,6 +909,7 @@ mod tests {
             output_too_large: false,
             ipc_garbage: None,
             confined: true,
+            unenforceable: None,
         }
     }
 

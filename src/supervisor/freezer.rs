@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -39,6 +40,8 @@ enum Command {
 pub struct Freezer {
     commands: Option<Sender<Command>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Why a task of the sandbox could not be frozen, once one could not.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Freezer {
@@ -46,10 +49,16 @@ impl Freezer {
     /// it only reaps, and must go on doing so).
     pub fn start(init: i32) -> std::io::Result<Freezer> {
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("freezer-{init}"))
-            .spawn(move || Tracer { init, tracees: HashMap::new(), frozen: false }.run(rx))?;
-        Ok(Freezer { commands: Some(tx), thread: Some(thread) })
+        let failure = Arc::new(Mutex::new(None));
+        let tracer = Tracer { init, tracees: HashMap::new(), frozen: false, failure: failure.clone() };
+        let thread = std::thread::Builder::new().name(format!("freezer-{init}")).spawn(move || tracer.run(rx))?;
+        Ok(Freezer { commands: Some(tx), thread: Some(thread), failure })
+    }
+
+    /// Why the freezer could not hold the sandbox, if it could not: the share is then not held,
+    /// and the execution must not go on as if it were.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn freeze(&self) {
@@ -89,6 +98,7 @@ struct Tracer {
     init: i32,
     tracees: HashMap<Pid, Tracee>,
     frozen: bool,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Tracer {
@@ -132,8 +142,14 @@ impl Tracer {
                     Ok(()) => {}
                     // Auto-attached as the child of a tracee, before its event was collected.
                     Err(Errno::EPERM) if traced_by_me(tid) => {}
-                    // Gone, or not ours to trace.
-                    Err(_) => continue,
+                    // Gone meanwhile, or dead and waiting to be reaped (no user code to stop).
+                    Err(Errno::ESRCH) => continue,
+                    Err(Errno::EPERM) if is_dead(tid) => continue,
+                    Err(e) => {
+                        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("cannot freeze task {tid} of the sandbox: {e}"));
+                        continue;
+                    }
                 }
                 let _ = ptrace::interrupt(tid);
                 self.tracees.insert(tid, Tracee::default());
@@ -204,6 +220,13 @@ fn traced_by_me(tid: Pid) -> bool {
     std::fs::read_to_string(format!("/proc/{tid}/status")).is_ok_and(|status| {
         status.lines().find_map(|l| l.strip_prefix("TracerPid:")).is_some_and(|pid| pid.trim() == me)
     })
+}
+
+/// Whether `tid` has exited (a zombie or on its way out), or is gone.
+fn is_dead(tid: Pid) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).unwrap_or_default();
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, None | Some("Z") | Some("X") | Some("x"))
 }
 
 /// Every task (thread) of the sandbox whose init is `init`, init's own threads excepted: the
