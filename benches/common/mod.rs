@@ -55,7 +55,14 @@ impl BenchDaemon {
         }
     }
 
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A benchmark that panics must not leave its daemon running.
+impl Drop for BenchDaemon {
+    fn drop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
