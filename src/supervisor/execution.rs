@@ -17,7 +17,7 @@ use super::cgroup::{CgroupRoot, ExecCgroup};
 use super::cpu_clock::CpuClock;
 use super::freezer::Freezer;
 use super::monitor;
-use super::pool::{Runner, RunnerPool};
+use super::pool::{Runner, RunnerPool, has_exited};
 use super::socket_meter::SocketMeter;
 use super::workspace::{self, Workspace};
 use crate::ipc::{self, RlimitSpec, RunnerMessage, RunnerSpec, RuntimeSpec, WorkspaceSpec};
@@ -757,12 +757,6 @@ fn redact_secrets(result: &mut ExecutionResult, secrets: &[(String, String)]) {
             result.data = serde_json::from_str(&clean).ok().or(Some(Value::String(clean)));
         }
     }
-}
-
-/// Whether the process behind `pidfd` has exited (its pidfd is readable).
-fn has_exited(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    poll(&mut [PollFd::new(pidfd, PollFlags::POLLIN)], PollTimeout::ZERO).map_or(true, |n| n > 0)
 }
 
 async fn join_or_default<T: Default>(task: tokio::task::JoinHandle<T>, grace: Duration) -> T {

@@ -195,9 +195,6 @@ impl Tracer {
                     }
                     Ok(_) => break,
                 }
-                if !self.tracees.contains_key(&tid) {
-                    break;
-                }
             }
         }
     }

@@ -96,15 +96,8 @@ impl Runner {
 
     /// Whether the runner is still waiting (neither part has exited).
     fn is_waiting(&self) -> bool {
-        let exited = |fd: &OwnedFd| {
-            nix::poll::poll(
-                &mut [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)],
-                nix::poll::PollTimeout::ZERO,
-            )
-            .map_or(true, |n| n > 0)
-        };
         match &self.inner {
-            Ok((_, inner)) => !exited(self.outer_exit.get_ref()) && !exited(inner),
+            Ok((_, inner)) => !has_exited(self.outer_exit.get_ref().as_fd()) && !has_exited(inner.as_fd()),
             Err(_) => false,
         }
     }
@@ -115,6 +108,12 @@ impl Runner {
         // SIGKILL is immediate; the inner runner follows by its parent-death signal.
         let _ = self.outer.wait();
     }
+}
+
+/// Whether the process behind `pidfd` has exited (its pidfd is readable).
+pub fn has_exited(pidfd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    poll(&mut [PollFd::new(pidfd, PollFlags::POLLIN)], PollTimeout::ZERO).map_or(true, |n| n > 0)
 }
 
 fn async_pipe(fd: impl Into<OwnedFd>) -> std::io::Result<pipe::Receiver> {
