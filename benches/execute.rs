@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{BenchDaemon, percentile};
-use ironclaw::client::Client;
+use ironclaw_cli::client::Client;
 use serde_json::json;
 
 const SEQUENTIAL: usize = 500;

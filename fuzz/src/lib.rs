@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ironclaw::ipc::{RunnerMessage, read_frame};
-use ironclaw::manifest::Manifest;
-use ironclaw::policy::PolicySet;
+use ironclaw_daemon::catalog::manifest::Manifest;
+use ironclaw_daemon::catalog::policy::PolicySet;
 use ironclaw_plugin_sdk::{Context, Plugin};
+use ironclaw_protocol::{frame::read_frame, message::RunnerMessage};
 use serde_json::json;
 
 /// A plugin manifest (`plugin.toml`), as a plugin author ships it.

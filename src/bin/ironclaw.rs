@@ -1,5 +1,5 @@
 //! The Ironclaw command-line client.
 #![forbid(unsafe_code)]
 fn main() -> std::process::ExitCode {
-    ironclaw::cli::main()
+    ironclaw_cli::cli::main()
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ironclaw::config::Config;
+use ironclaw_daemon::config::Config;
 
 #[derive(Parser)]
 #[command(name = "ironclawd", version, about = "Ironclaw sandbox daemon")]
@@ -40,8 +40,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == ironclaw::runner::RUNNER_ARG) {
-        ironclaw::runner::main();
+    if std::env::args_os().nth(1).is_some_and(|a| a == ironclaw_protocol::RUNNER_ARG) {
+        ironclaw_runner::main();
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,9 +78,9 @@ fn run() -> anyhow::Result<()> {
         print!("{}", toml::to_string_pretty(&config)?);
         return Ok(());
     }
-    ironclaw::daemon::init_tracing(args.log_json, &args.log_level);
+    ironclaw_daemon::daemon::init_tracing(args.log_json, &args.log_level);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime")?;
-    runtime.block_on(ironclaw::daemon::run(config))?;
+    runtime.block_on(ironclaw_daemon::daemon::run(config))?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use ironclaw::client::{Answer, Client, Endpoint};
+use ironclaw_cli::client::{Answer, Client, Endpoint};
 use serde_json::{Value, json};
 
 /// Set to 1 to let tests that need root skip (loudly) instead of failing.

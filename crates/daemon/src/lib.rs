@@ -1,0 +1,34 @@
+//! The Ironclaw daemon: everything that runs in `ironclawd` but the runner.
+//!
+//! Plugins are untrusted code. The daemon never loads plugin code itself: each execution runs in
+//! a runner (`ironclaw-runner`, a re-exec of our own binary) that confines itself before any
+//! plugin code runs. The daemon knows runners only through `ironclaw-protocol`: the spec it
+//! sends, the messages it reads back.
+//!
+//! The parts, and which way the arrows go (a module uses only those below it):
+//! - front end: [`api`] (REST: routes, extractors, errors, the OpenAPI document), behind
+//!   [`auth`], served by [`server`]; [`daemon`] starts and stops everything, with [`systemd`];
+//! - [`supervisor`]: the one owner of state (catalog, admission, executions, reloads) and of the
+//!   runners; the [`proxy`] that is each sandbox's only way out;
+//! - [`catalog`]: what admins write and ship (manifests, policies, secrets) and the registry
+//!   built from them; [`host`], what the kernel offers; [`config`]; [`audit`];
+//! - [`sys`]: the daemon's few system-call wrappers, its only `unsafe` code.
+#![deny(unsafe_code)]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("ironclaw's sandbox needs Linux (namespaces, Landlock, seccomp)");
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod host;
+pub mod proxy;
+pub mod server;
+pub mod supervisor;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod systemd;
+pub mod watcher;

@@ -1,0 +1,34 @@
+//! The contract between the daemon and its runners, and the only code both sides share.
+//!
+//! The daemon (`ironclaw-daemon`) and the runner (`ironclaw-runner`) never import each other:
+//! the daemon knows a runner only through the [`spec::RunnerSpec`] it sends and the
+//! [`message::RunnerMessage`]s it reads back, in [`frame`]s over the runner's socketpair, and
+//! the runner reports the [`layers`] it applied in the same types.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod layers;
+pub mod message;
+pub mod spec;
+
+use std::error::Error;
+
+/// The argument that turns `ironclawd` into a runner.
+pub const RUNNER_ARG: &str = "__runner";
+/// Exit status of a runner that failed before any plugin code ran.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// Where the plugin's workspace appears inside the sandbox, read-write (unless full), noexec.
+pub const WORKSPACE_MOUNT: &str = "/run/ironclaw/workspace";
+
+/// "message: cause: cause": an error and its sources on one line, for logs, API answers and
+/// messages across the process boundary.
+pub fn error_chain(e: &dyn Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
