@@ -10,6 +10,7 @@ use crate::catalog::policy::PolicySet;
 use crate::catalog::registry::Registry;
 use crate::catalog::secrets::Secrets;
 use crate::config::Config;
+use crate::supervisor::reload::ReloadCause;
 use crate::supervisor::{self, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,11 +101,11 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
             tracing::error!(%reason, "policy requirements are NOT met: every execution will be refused")
         }
     }
-    let loaded = crate::supervisor::Loaded { policy, secrets, registry };
+    let loaded = crate::catalog::Loaded { policy, secrets, registry };
     let supervisor = Supervisor::new(config.clone(), host, cgroups, loaded, proxy, audit.clone());
     // Every plugin goes through the same path as a reload: snapshot, checks, trial load.
-    supervisor.reload_all(crate::supervisor::reload::STARTUP).await;
-    let (plugins, enabled) = supervisor.plugin_counts();
+    supervisor.reloader().reload_all(ReloadCause::Startup).await;
+    let (plugins, enabled) = supervisor.catalog().plugin_counts();
     tracing::info!(plugins, enabled, "plugins loaded");
     if config.reload.watch {
         let (watched, debounce) = (supervisor.clone(), config.reload.debounce.0);
@@ -120,7 +121,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(DaemonError::Signal)?;
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
-            reloader.reload_all("SIGHUP").await;
+            reloader.reloader().reload_all(ReloadCause::Sighup).await;
         }
     });
     let gate = crate::auth::Gate::new(crate::auth::GateConfig {
@@ -132,7 +133,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         insecure_tcp: config.api.insecure_tcp,
         audit,
     })?;
-    let router = crate::api::router(supervisor.clone(), gate);
+    let router = crate::api::router(crate::service::Service::new(supervisor.clone()), gate);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -180,7 +181,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         servers.spawn(crate::server::serve(listener, app, limits, shutdown));
     }
 
-    crate::systemd::ready(&supervisor.status_line());
+    crate::systemd::ready(&supervisor.reloader().status_line());
     crate::systemd::spawn_watchdog(&config.state_dir);
 
     wait_for_signal().await;

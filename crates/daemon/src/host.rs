@@ -8,11 +8,13 @@ use ironclaw_protocol::layers::{Layer, NAMESPACES, Requirements, ResourceBackend
 use serde::{Deserialize, Serialize};
 
 /// The cgroup v2 situation of the daemon.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CgroupSupport {
     /// Where cgroup2 is mounted, if anywhere.
+    #[schema(value_type = Option<String>)]
     pub mount: Option<PathBuf>,
     /// The daemon's own cgroup (relative to the mount).
+    #[schema(value_type = Option<String>)]
     pub own_cgroup: Option<PathBuf>,
     /// Controllers available to the daemon's cgroup.
     pub controllers: Vec<String>,
@@ -22,7 +24,7 @@ pub struct CgroupSupport {
 }
 
 /// What the host kernel offers, probed at start-up.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostSupport {
     pub kernel: String,
     pub arch: String,

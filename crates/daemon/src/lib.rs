@@ -7,9 +7,12 @@
 //!
 //! The parts, and which way the arrows go (a module uses only those below it):
 //! - front end: [`api`] (REST: routes, extractors, errors, the OpenAPI document), behind
-//!   [`auth`], served by [`server`]; [`daemon`] starts and stops everything, with [`systemd`];
-//! - [`supervisor`]: the one owner of state (catalog, admission, executions, reloads) and of the
-//!   runners; the [`proxy`] that is each sandbox's only way out;
+//!   [`auth`], served by [`server`]; [`daemon`] starts and stops everything, with [`systemd`]
+//!   and the [`watcher`];
+//! - [`service`]: every operation a front end offers, with typed answers;
+//! - [`supervisor`]: the owners of state (catalog, admission, executions, reloads) and of the
+//!   runners; the [`proxy`] that is each sandbox's only way out; [`execution_result`], what an
+//!   execution returns;
 //! - [`catalog`]: what admins write and ship (manifests, policies, secrets) and the registry
 //!   built from them; [`host`], what the kernel offers; [`config`]; [`audit`];
 //! - [`sys`]: the daemon's few system-call wrappers, its only `unsafe` code.
@@ -24,9 +27,11 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod execution_result;
 pub mod host;
 pub mod proxy;
 pub mod server;
+pub mod service;
 pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::supervisor::Supervisor;
+use crate::supervisor::reload::ReloadCause;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -118,15 +119,15 @@ pub async fn run(supervisor: Arc<Supervisor>, debounce: Duration) -> Result<(), 
         }
         let round = std::mem::take(&mut dirty);
         if round.everything {
-            supervisor.reload_all("inotify queue overflow").await;
+            supervisor.reloader().reload_all(ReloadCause::WatchOverflow).await;
             continue;
         }
         if round.policies {
-            supervisor.reload_policy().await;
+            supervisor.reloader().reload_policy().await;
         }
         for folder in round.folders {
-            let outcome = supervisor.reload_folder(&folder).await;
-            tracing::debug!(folder = %folder.display(), result = outcome.result, "reload after a change");
+            let outcome = supervisor.reloader().reload_folder(&folder).await;
+            tracing::debug!(folder = %folder.display(), result = outcome.result.as_str(), "reload after a change");
         }
     }
 }

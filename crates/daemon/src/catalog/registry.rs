@@ -62,7 +62,7 @@ impl LoadedPlugin {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginState {
     Enabled,
@@ -85,7 +85,7 @@ pub struct ResolveContext<'a> {
     pub secrets: &'a Secrets,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleEventKind {
     OnLoad,
@@ -101,7 +101,7 @@ pub enum LifecycleEventKind {
     RolledBack,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LifecycleEvent {
     pub event: LifecycleEventKind,
     /// Seconds since the Unix epoch.

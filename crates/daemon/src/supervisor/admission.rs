@@ -1,14 +1,153 @@
-//! What happens before an execution gets a runner: the result cache (a hit costs no runner)
-//! and per-plugin rate limits (token buckets).
+//! What happens before an execution gets a runner, owned by [`Admission`]: the result cache (a
+//! hit costs no runner), per-plugin rate limits (token buckets), and a slot (the global and the
+//! plugin's concurrency, a bounded queue in front of them, one uid per slot).
 #![forbid(unsafe_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::execution::ExecutionResult;
 use crate::catalog::units::Rate;
+use crate::execution_result::ExecutionResult;
+
+/// Why an execution is not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("too many executions in flight; retry later")]
+    Overloaded,
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The one owner of what admits an execution.
+pub struct Admission {
+    max_queued: usize,
+    accepting: AtomicBool,
+    slots: Arc<Semaphore>,
+    /// Per-plugin slots, `(concurrency, slots)`: replaced when a reload changes the limit.
+    plugin_slots: Mutex<BTreeMap<String, (u64, Arc<Semaphore>)>>,
+    free_uids: Arc<Mutex<Vec<u32>>>,
+    waiting: AtomicUsize,
+    rate_limiter: Mutex<RateLimiter>,
+    cache: Mutex<ResultCache>,
+}
+
+/// An admitted execution's place: its uid, and its share of the global and the plugin's
+/// concurrency. Dropped, the uid goes back first, then the permits.
+pub struct Slot {
+    uid: u32,
+    free_uids: Arc<Mutex<Vec<u32>>>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Slot {
+    pub fn uid(&self) -> u32 {
+        self.uid
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        lock(&self.free_uids).push(self.uid);
+    }
+}
+
+impl Admission {
+    /// `max_concurrent` slots with a uid each (`uids` yields at least that many), and a queue
+    /// of `max_queued` in front of them.
+    pub fn new(max_concurrent: usize, max_queued: usize, uids: impl Iterator<Item = u32>) -> Self {
+        Admission {
+            max_queued,
+            accepting: AtomicBool::new(true),
+            slots: Arc::new(Semaphore::new(max_concurrent)),
+            plugin_slots: Mutex::new(BTreeMap::new()),
+            free_uids: Arc::new(Mutex::new(uids.take(max_concurrent).collect::<Vec<_>>().into_iter().rev().collect())),
+            waiting: AtomicUsize::new(0),
+            rate_limiter: Mutex::new(RateLimiter::default()),
+            cache: Mutex::new(ResultCache::default()),
+        }
+    }
+
+    pub fn accepting(&self) -> Result<(), Refusal> {
+        if self.accepting.load(Ordering::SeqCst) { Ok(()) } else { Err(Refusal::ShuttingDown) }
+    }
+
+    /// A cached success for `key`, if one is fresh.
+    pub fn cached(&self, key: &str) -> Option<ExecutionResult> {
+        lock(&self.cache).get(key, Instant::now())
+    }
+
+    /// Keeps a success for `ttl`.
+    pub fn remember(&self, key: String, ttl: Duration, result: ExecutionResult) {
+        lock(&self.cache).put(key, ttl, result, Instant::now());
+    }
+
+    /// The cache's entries and bytes.
+    pub fn cache_usage(&self) -> (usize, usize) {
+        let cache = lock(&self.cache);
+        (cache.entries(), cache.bytes())
+    }
+
+    /// A token of `plugin`'s rate, or how long until one is available.
+    pub fn take_token(&self, plugin: &str, rate: Rate) -> Result<(), Duration> {
+        lock(&self.rate_limiter).acquire(plugin, rate, Instant::now())
+    }
+
+    /// A slot now, or after a wait in the bounded queue. The plugin's own slot comes first, so
+    /// executions queued behind a busy plugin hold no global slot that other plugins could use.
+    pub async fn slot(&self, plugin: &str, concurrency: u64) -> Result<Slot, Refusal> {
+        let plugin_permit = self.acquire(self.plugin_slots(plugin, concurrency)).await?;
+        let permit = self.acquire(self.slots.clone()).await?;
+        let uid = lock(&self.free_uids).pop().expect("one uid per semaphore permit");
+        Ok(Slot { uid, free_uids: self.free_uids.clone(), _permits: (permit, plugin_permit) })
+    }
+
+    /// A permit of `slots` now, or after a wait in the bounded queue (full: `Overloaded`).
+    async fn acquire(&self, slots: Arc<Semaphore>) -> Result<OwnedSemaphorePermit, Refusal> {
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::Overloaded);
+        }
+        let acquired = slots.acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        acquired.map_err(|_| Refusal::ShuttingDown)
+    }
+
+    /// The plugin's slots for its current concurrency limit. Executions holding permits of a
+    /// replaced semaphore finish on it; new ones use the new limit.
+    fn plugin_slots(&self, plugin: &str, concurrency: u64) -> Arc<Semaphore> {
+        let mut all = lock(&self.plugin_slots);
+        let entry = all.entry(plugin.to_string()).or_insert_with(|| (0, Arc::new(Semaphore::new(0))));
+        if entry.0 != concurrency {
+            *entry = (concurrency, Arc::new(Semaphore::new(concurrency as usize)));
+        }
+        entry.1.clone()
+    }
+
+    /// Admits nothing more (on shutdown).
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+
+    /// Wakes every waiter with `ShuttingDown` (once in-flight executions are over).
+    pub fn close(&self) {
+        self.slots.close();
+        for (_, slots) in lock(&self.plugin_slots).values() {
+            slots.close();
+        }
+    }
+}
 
 /// Cached results kept at most, across plugins, and their total encoded size; the oldest go
 /// first. A result larger than `CACHE_ENTRY_BYTES` is not cached.
