@@ -504,7 +504,7 @@ fn source(s: &Value) -> String {
 
 /// Reports what this host supports, without a daemon.
 fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
-    let (host, _) = ironclaw_daemon::supervisor::probe_host();
+    let (host, _) = ironclaw_daemon::supervisor::resources::probe_host();
     let policy = ironclaw_daemon::catalog::policy::PolicySet::load(policies);
     let requirements = policy.as_ref().map(|p| p.requirements.clone()).unwrap_or_default();
     let verdict = match &policy {

@@ -27,8 +27,8 @@ pub enum DaemonError {
     Registry(#[from] crate::catalog::registry::RegistryError),
     #[error("failed to claim the ids executions run under")]
     Ids(#[from] supervisor::id_range::IdRangeError),
-    #[error("failed to prepare the cgroup subtree")]
-    Cgroup(#[from] supervisor::cgroup::CgroupError),
+    #[error("failed to prepare the resource backend")]
+    Resources(#[from] supervisor::resources::ResourceError),
     #[error("another daemon is already listening on {0}")]
     SocketInUse(PathBuf),
     #[error("failed to bind {0}")]
@@ -62,12 +62,10 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     let ids = supervisor::id_range::claim(config.runner.uid_base, &config.state_dir, &holder)?;
     tracing::info!(uid_base = ids.base, workspace_gids = ids.workspace_gids(), "claimed the id range");
     config.runner.uid_base = Some(ids.base);
-    let (host, cgroups) = supervisor::probe_host();
-    if let Some(root) = &cgroups {
-        let removed = root.prepare()?;
-        if removed > 0 {
-            tracing::warn!(removed, "removed execution cgroups left by a previous daemon");
-        }
+    let (host, resources) = supervisor::resources::probe_host();
+    let removed = resources.prepare()?;
+    if removed > 0 {
+        tracing::warn!(removed, "removed execution cgroups left by a previous daemon");
     }
     let policy = PolicySet::load(&config.policies_dir)?;
     let audit_log = config.api.audit_log.clone().unwrap_or_else(|| config.state_dir.join("audit.jsonl"));
@@ -102,7 +100,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         }
     }
     let loaded = crate::catalog::Loaded { policy, secrets, registry };
-    let supervisor = Supervisor::new(config.clone(), host, cgroups, loaded, proxy, audit.clone());
+    let supervisor = Supervisor::new(config.clone(), host, resources, loaded, proxy, audit.clone());
     // Every plugin goes through the same path as a reload: snapshot, checks, trial load.
     supervisor.reloader().reload_all(ReloadCause::Startup).await;
     let (plugins, enabled) = supervisor.catalog().plugin_counts();

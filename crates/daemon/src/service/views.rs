@@ -125,7 +125,7 @@ pub fn system(supervisor: &Supervisor) -> SystemReport {
             no_new_privs: "enforced",
             resources: host.resource_backend(),
             resource_gaps: host.resource_gaps.clone(),
-            resource_limits: resource_limits(host),
+            resource_limits: launcher.resources().describe(host),
         },
         policy: PolicyReport {
             files: policy.files.clone(),
@@ -154,40 +154,6 @@ pub fn system(supervisor: &Supervisor) -> SystemReport {
             static_hosts: config.proxy.hosts.len(),
         },
         secrets_available: catalog.secrets().names().into_iter().map(String::from).collect(),
-    }
-}
-
-/// How each limit is enforced by the host's resource backend.
-fn resource_limits(host: &HostSupport) -> BTreeMap<&'static str, &'static str> {
-    match host.resource_backend() {
-        ResourceBackend::CgroupV2 => BTreeMap::from([
-            ("memory", "cgroup memory.max"),
-            ("cpu", "cgroup cpu.max + RLIMIT_CPU"),
-            ("pids", "cgroup pids.max"),
-        ]),
-        ResourceBackend::Fallback => BTreeMap::from([
-            (
-                "memory",
-                if host.missing_capabilities.iter().any(|c| c.starts_with("CAP_SYS_PTRACE")) {
-                    "NOT enforced: the monitor lacks CAP_SYS_PTRACE, so executions are stopped as errors"
-                } else {
-                    "monitor (anonymous, shared and swapped pages, and socket buffers, every 10 ms) + RLIMIT_AS backstop; memfds, shared anonymous maps and /dev/zero refused"
-                },
-            ),
-            (
-                "cpu_time",
-                if host.task_clock_unavailable.is_none() {
-                    "perf task clock inherited by every task of the sandbox, whoever reaps it + RLIMIT_CPU"
-                } else {
-                    "monitor (CPU of live processes and of children they waited for) + RLIMIT_CPU"
-                },
-            ),
-            (
-                "cpu_share",
-                "every task frozen from outside (ptrace) while the sandbox is over its share (100 ms period)",
-            ),
-            ("pids", "RLIMIT_NPROC (one uid per execution, the ids claimed by this daemon alone)"),
-        ]),
     }
 }
 

@@ -12,11 +12,11 @@ use tokio::sync::{oneshot, watch};
 use tracing::Instrument;
 
 use super::admission::Admission;
-use super::cgroup::CgroupRoot;
 use super::error::SupervisorError;
 use super::execution::{self, ExecutionPlan};
 use super::executions::ExecutionTable;
 use super::pool::RunnerPool;
+use super::resources::Backend;
 use crate::audit::AuditLog;
 use crate::catalog::Catalog;
 use crate::catalog::policy::Effective;
@@ -71,7 +71,7 @@ pub struct Launcher {
     /// Policy denials are audited here, where the plugin and the reason are known (the API's
     /// gate audits the caller's side: auth, rate limits, overload).
     audit: Arc<AuditLog>,
-    cgroups: Option<CgroupRoot>,
+    resources: Arc<dyn Backend>,
     runners: Arc<RunnerPool>,
 }
 
@@ -79,7 +79,7 @@ impl Launcher {
     pub fn new(
         config: &Config,
         host: HostSupport,
-        cgroups: Option<CgroupRoot>,
+        resources: Arc<dyn Backend>,
         catalog: Arc<Catalog>,
         proxy: Arc<EgressProxy>,
         audit: Arc<AuditLog>,
@@ -99,7 +99,7 @@ impl Launcher {
             table: ExecutionTable::new(config.executions.retain),
             proxy,
             audit,
-            cgroups,
+            resources,
             // More waiting runners than can ever run at once would only cost memory.
             runners: RunnerPool::start(config.runner.prestarted.min(n)),
         }
@@ -115,6 +115,10 @@ impl Launcher {
 
     pub fn table(&self) -> &ExecutionTable {
         &self.table
+    }
+
+    pub fn resources(&self) -> &dyn Backend {
+        self.resources.as_ref()
     }
 
     pub fn runners(&self) -> &RunnerPool {
@@ -159,12 +163,10 @@ impl Launcher {
             uid: 0,
             uid_base: s.uid_base,
             requirements: self.catalog.policy().requirements.clone(),
-            cgroups: self.cgroups.clone(),
+            resources: self.resources.clone(),
             kill_grace: s.kill_grace,
             monitor_interval: s.monitor_interval,
             extra_read_paths: s.extra_read_paths.clone(),
-            task_clock: self.host.task_clock_unavailable.is_none(),
-            socket_meter: self.host.socket_meter_unavailable.is_none(),
             resource_gaps: self.host.resource_gaps.clone(),
         }
     }

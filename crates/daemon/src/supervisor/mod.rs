@@ -9,18 +9,14 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod cgroup;
-pub mod cpu_clock;
 pub mod error;
 pub mod execution;
 pub mod executions;
-pub mod freezer;
 pub mod id_range;
 pub mod launch;
-pub mod monitor;
 pub mod pool;
 pub mod reload;
-pub mod socket_meter;
+pub mod resources;
 pub mod workspace;
 
 use std::sync::Arc;
@@ -33,32 +29,11 @@ use crate::audit::AuditLog;
 use crate::catalog::registry::LifecycleEventKind;
 use crate::catalog::{Catalog, CatalogError, Loaded};
 use crate::config::Config;
-use crate::host::{HostSupport, probe_missing_capabilities, probe_namespaces, probe_seccomp};
+use crate::host::HostSupport;
 use crate::proxy::EgressProxy;
 pub use error::SupervisorError;
 use launch::{Launcher, Started, Wait};
 use reload::Reloader;
-
-/// Probes what the host kernel offers.
-pub fn probe_host() -> (HostSupport, Option<cgroup::CgroupRoot>) {
-    let (cgroup_v2, root) = cgroup::detect();
-    let uts = nix::sys::utsname::uname().ok();
-    let mut host = HostSupport {
-        kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-        arch: std::env::consts::ARCH.to_string(),
-        running_as_root: nix::unistd::geteuid().is_root(),
-        landlock_abi: crate::sys::landlock_abi(),
-        seccomp: probe_seccomp(),
-        namespaces: probe_namespaces(),
-        missing_capabilities: probe_missing_capabilities(!cgroup_v2.usable),
-        task_clock_unavailable: (!cgroup_v2.usable).then(cpu_clock::probe).and_then(Result::err),
-        socket_meter_unavailable: (!cgroup_v2.usable).then(socket_meter::probe).and_then(Result::err),
-        cgroup_v2,
-        resource_gaps: Vec::new(),
-    };
-    host.resource_gaps = host.find_resource_gaps();
-    (host, root)
-}
 
 pub struct Supervisor {
     config: Config,
@@ -71,13 +46,13 @@ impl Supervisor {
     pub fn new(
         config: Config,
         host: HostSupport,
-        cgroups: Option<cgroup::CgroupRoot>,
+        resources: Arc<dyn resources::Backend>,
         loaded: Loaded,
         proxy: Arc<EgressProxy>,
         audit: Arc<AuditLog>,
     ) -> Arc<Self> {
         let catalog = Arc::new(Catalog::new(loaded));
-        let launcher = Arc::new(Launcher::new(&config, host, cgroups, catalog.clone(), proxy, audit));
+        let launcher = Arc::new(Launcher::new(&config, host, resources, catalog.clone(), proxy, audit));
         let reloader = Reloader::new(&config, catalog.clone(), launcher.clone());
         Arc::new(Supervisor { config, catalog, launcher, reloader })
     }

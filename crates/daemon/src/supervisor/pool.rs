@@ -35,6 +35,17 @@ const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
 const REFILL_BACKOFF: Duration = Duration::from_secs(1);
 const REFILL_BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// Why no runner could be spawned.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("failed to create the runner's socketpair")]
+    Socketpair(#[source] std::io::Error),
+    #[error("failed to spawn the runner")]
+    Spawn(#[source] std::io::Error),
+    #[error("failed to open the runner's {0}")]
+    Handle(&'static str, #[source] std::io::Error),
+}
+
 /// A runner that has announced itself (or failed to) and waits for its spec.
 pub struct Runner {
     pub outer: Child,
@@ -50,8 +61,8 @@ pub struct Runner {
 impl Runner {
     /// Spawns a runner and waits for its first frame. `Err` only when nothing could be spawned;
     /// a runner that failed later is returned with `inner` holding the failure.
-    pub async fn spawn() -> Result<Runner, String> {
-        let (daemon_end, runner_end) = StdUnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    pub async fn spawn() -> Result<Runner, PoolError> {
+        let (daemon_end, runner_end) = StdUnixStream::pair().map_err(PoolError::Socketpair)?;
         let mut outer = Command::new("/proc/self/exe")
             .arg(RUNNER_ARG)
             .env_clear()
@@ -59,15 +70,15 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("spawn the runner: {e}"))?;
-        let handles = (|| -> Result<_, String> {
+            .map_err(PoolError::Spawn)?;
+        let handles = (|| -> Result<_, PoolError> {
             let outer_exit = sys::pidfd_open(outer.id() as i32)
                 .and_then(sys::async_pidfd)
-                .map_err(|e| format!("pidfd of the runner: {e}"))?;
-            let stdout = async_pipe(outer.stdout.take().expect("piped")).map_err(|e| format!("stdout pipe: {e}"))?;
-            let stderr = async_pipe(outer.stderr.take().expect("piped")).map_err(|e| format!("stderr pipe: {e}"))?;
-            daemon_end.set_nonblocking(true).map_err(|e| format!("runner socket: {e}"))?;
-            let ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| format!("runner socket: {e}"))?;
+                .map_err(|e| PoolError::Handle("pidfd", e))?;
+            let stdout = async_pipe(outer.stdout.take().expect("piped")).map_err(|e| PoolError::Handle("stdout", e))?;
+            let stderr = async_pipe(outer.stderr.take().expect("piped")).map_err(|e| PoolError::Handle("stderr", e))?;
+            daemon_end.set_nonblocking(true).map_err(|e| PoolError::Handle("socket", e))?;
+            let ipc = tokio::net::UnixStream::from_std(daemon_end).map_err(|e| PoolError::Handle("socket", e))?;
             Ok((outer_exit, stdout, stderr, ipc))
         })();
         let (outer_exit, stdout, stderr, mut ipc) = match handles {
@@ -174,7 +185,7 @@ impl RunnerPool {
     }
 
     /// A waiting runner: the oldest pre-started one when there is one, else a fresh one.
-    pub async fn take(&self) -> Result<Runner, String> {
+    pub async fn take(&self) -> Result<Runner, PoolError> {
         self.prune();
         let pooled = self.idle().pop_front();
         self.wanted.notify_one();
@@ -212,7 +223,7 @@ impl RunnerPool {
                     runner.discard();
                     failure
                 }
-                Err(e) => e,
+                Err(e) => ironclaw_protocol::error_chain(&e),
             };
             tracing::warn!(%failure, retry_in = ?backoff, "cannot pre-start a runner");
             tokio::time::sleep(backoff).await;

@@ -31,6 +31,14 @@ pub struct Workspace {
     pub read_only: bool,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("failed to prepare the workspace")]
+    Prepare(#[source] std::io::Error),
+    #[error("the task preparing the workspace failed")]
+    TaskFailed,
+}
+
 /// Creates the plugin's workspace if needed and measures it.
 pub fn prepare(root: &Path, plugin: &str, uid_base: u32, size: u64) -> std::io::Result<Workspace> {
     let path = root.join(plugin);

@@ -5,10 +5,16 @@
 //! processes" rule), then creates `exec-<id>` siblings.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use ironclaw_protocol::layers::ResourceBackend;
+
+use super::monitor::Usage;
+use super::{Backend, Meter, ResourceError, Sandbox, Totals, Verdict};
 use crate::catalog::policy::Limits;
-use crate::host::CgroupSupport;
+use crate::execution_result::ExecutionStatus;
+use crate::host::{CgroupSupport, HostSupport};
 
 const REQUIRED_CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
 const SUPERVISOR_LEAF: &str = "supervisor";
@@ -49,7 +55,7 @@ fn own_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
 }
 
 /// The daemon's subtree: executions are created directly under `base`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct CgroupRoot {
     base: PathBuf,
 }
@@ -205,6 +211,72 @@ impl ExecCgroup {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Err(CgroupError::Remove(self.path, last.unwrap_or_else(|| std::io::Error::other("busy"))))
+    }
+}
+
+impl Backend for CgroupRoot {
+    fn kind(&self) -> ResourceBackend {
+        ResourceBackend::CgroupV2
+    }
+
+    fn describe(&self, _host: &HostSupport) -> BTreeMap<&'static str, &'static str> {
+        BTreeMap::from([
+            ("memory", "cgroup memory.max"),
+            ("cpu", "cgroup cpu.max + RLIMIT_CPU"),
+            ("pids", "cgroup pids.max"),
+        ])
+    }
+
+    fn address_space(&self, _limits: &Limits) -> Option<u64> {
+        // The cgroup charges what an address-space limit would only approximate.
+        None
+    }
+
+    fn prepare(&self) -> Result<usize, ResourceError> {
+        Ok(CgroupRoot::prepare(self)?)
+    }
+
+    fn open(&self, execution_id: &str, limits: &Limits) -> Result<Box<dyn Meter>, ResourceError> {
+        Ok(Box::new(self.create(execution_id, limits)?))
+    }
+}
+
+impl Meter for ExecCgroup {
+    fn adopt(&mut self, sandbox: Sandbox<'_>) -> Result<(), ResourceError> {
+        for pid in [sandbox.outer_pid, sandbox.init_pid] {
+            self.add(pid)?;
+        }
+        Ok(())
+    }
+
+    fn measure(&mut self, _sandbox: Sandbox<'_>, limits: &Limits, peak: &mut Usage) -> Verdict {
+        // The kernel holds memory, pids and the share; CPU time is the whole cgroup's, every
+        // task that ever ran in it included (RLIMIT_CPU only bounds each process).
+        let Some(cpu) = self.cpu_time_ms() else { return Verdict::Within };
+        peak.cpu_time_ms = peak.cpu_time_ms.max(cpu);
+        if cpu > limits.cpu_time.0.as_millis() as u64 {
+            Verdict::Over(ExecutionStatus::CpuLimit)
+        } else {
+            Verdict::Within
+        }
+    }
+
+    fn release(&mut self) {}
+
+    fn kill(&self) {
+        ExecCgroup::kill(self);
+    }
+
+    fn close(self: Box<Self>) -> Totals {
+        let totals = Totals {
+            cpu_time_ms: self.cpu_time_ms(),
+            peak_memory_bytes: self.peak_memory(),
+            oom_killed: self.oom_kills() > 0,
+        };
+        if let Err(e) = self.destroy() {
+            tracing::error!(error = %ironclaw_protocol::error_chain(&e), "failed to remove an execution cgroup");
+        }
+        totals
     }
 }
 
