@@ -4,6 +4,11 @@
 CARGO ?= cargo
 PROFILE ?= release
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
+# Cargo features of the binaries: empty for `make build` and `make install`; the VM suite
+# installs with FEATURES=test-hooks (PROFILE=vm). The host tests always run with the hooks.
+FEATURES ?=
+FEATURE_FLAGS := $(if $(FEATURES),--features ironclaw/$(FEATURES))
+TEST_FLAGS := --features ironclaw/test-hooks
 
 # Native plugins: cargo package -> library file copied into the plugin folder.
 NATIVE_PLUGINS := calculator file_ops weather web_search
@@ -25,7 +30,7 @@ ALL_PLUGINS := $(patsubst plugins/%/plugin.toml,%,$(wildcard plugins/*/plugin.to
 all: build plugins
 
 build:
-	$(CARGO) build --profile $(PROFILE) --bin ironclawd --bin ironclaw
+	$(CARGO) build --profile $(PROFILE) $(FEATURE_FLAGS) --bin ironclawd --bin ironclaw
 
 ## Builds the native plugins and puts each library next to its plugin.toml.
 plugins:
@@ -39,9 +44,9 @@ run: build plugins
 ## Lints, then every test: unit, integration and enforcement tests on this host, then the VM
 ## suite (a real kernel with cgroup v2 and systemd as PID 1). Both need root; see README.md.
 test: lint
-	$(CARGO) build --workspace --all-targets
+	$(CARGO) build --workspace --all-targets $(TEST_FLAGS)
 	$(MAKE) plugins PROFILE=dev
-	$(CARGO) test --workspace --no-fail-fast -- --skip no_escape_attempt_gets_through
+	$(CARGO) test --workspace --no-fail-fast $(TEST_FLAGS) -- --skip no_escape_attempt_gets_through
 	$(MAKE) escape
 	$(MAKE) api-fuzz
 	$(MAKE) fuzz
@@ -49,12 +54,12 @@ test: lint
 
 ## The adversarial escape suite, with its per-attempt lines and the "N attempted, 0 escaped" summary.
 escape:
-	$(CARGO) test --test escape no_escape_attempt_gets_through -- --nocapture
+	$(CARGO) test $(TEST_FLAGS) --test escape no_escape_attempt_gets_through -- --nocapture
 
 ## schemathesis (from PyPI, into target/venv) against a live daemon on the repo's plugins: no 5xx,
 ## every answer as the OpenAPI document says, the daemon alive at the end.
 api-fuzz:
-	$(CARGO) build --bin ironclawd
+	$(CARGO) build $(TEST_FLAGS) --bin ironclawd
 	tests/api_fuzz/run.sh target/debug
 
 ## Each cargo-fuzz target for FUZZ_SECONDS (libFuzzer without a sanitizer: the targets are safe
@@ -80,6 +85,7 @@ vm-test:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets $(TEST_FLAGS) -- -D warnings
 
 ## Latency, throughput and memory of the daemon (see README.md for the figures).
 bench: build plugins

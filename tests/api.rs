@@ -331,7 +331,7 @@ async fn graceful_shutdown_lets_in_flight_executions_finish() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.wait_executions(1, 0).await;
     let status = d.stop().await;
     assert!(status.success(), "{status}");
     let a = run.await.unwrap();

@@ -143,11 +143,40 @@ async fn tcp_without_tokens_refuses_to_start_unless_explicitly_insecure_on_loopb
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(1500));
-        let running = child.try_wait().unwrap().is_none();
+        // It either refuses (and exits) or serves (and says it listens): whichever comes first.
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        let mut log = String::new();
+        let running = loop {
+            match lines.recv_timeout(std::time::Duration::from_millis(20)) {
+                Ok(line) => {
+                    let listening = line.contains("listening");
+                    log.push_str(&line);
+                    log.push('\n');
+                    if listening {
+                        break true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    // Its stderr ended: it exited.
+                    let _ = child.wait();
+                    break false;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            assert!(std::time::Instant::now() < deadline, "ironclawd neither refused nor listened:\n{log}");
+        };
         let _ = child.kill();
-        let out = child.wait_with_output().unwrap();
-        (running, String::from_utf8_lossy(&out.stderr).into_owned())
+        let _ = child.wait();
+        log.extend(lines.try_iter().map(|l| l + "\n"));
+        (running, log)
     };
     let (running, log) = run("tcp = \"127.0.0.1:0\"\n");
     assert!(!running && log.contains("the TCP API needs tokens"), "{log}");

@@ -443,11 +443,12 @@ async fn runners_die_with_a_killed_daemon() {
             .unwrap();
         assert_eq!(a.status, 202);
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!d.sandbox_processes().is_empty(), "the sandboxes should be running");
     // Busy runners, their plugins' children, and the idle pre-started runners.
+    common::wait_until("4 busy runners (outer + inner), 2 idle ones and their plugins run", async || {
+        d.runner_processes().len() >= 4 * 2 + 2 && !d.sandbox_processes().is_empty()
+    })
+    .await;
     let runners = d.runner_processes();
-    assert!(runners.len() >= 4 * 2 + 2, "4 busy runners (outer + inner) and 2 idle ones: {runners:?}");
     d.kill9();
     let left = d.settled_sandbox_processes().await;
     assert!(left.is_empty(), "runners outlived the daemon: {left:?}");

@@ -70,6 +70,9 @@ async fn notify_protocol_and_watchdog() {
     assert!(notes.during(Duration::from_millis(600)).iter().any(|m| m.trim() == "WATCHDOG=1"), "pings every 200 ms");
 
     // The test hook freezes the pings (the VM suite checks that systemd then restarts it).
+    if !cfg!(feature = "test-hooks") {
+        panic!("this test drives the daemon's test hooks: build with --features ironclaw/test-hooks (make test does)");
+    }
     let freeze = d.dir.path().join("state/freeze-watchdog");
     std::fs::write(&freeze, "").unwrap();
     notes.during(Duration::from_millis(300));

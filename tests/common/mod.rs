@@ -417,6 +417,16 @@ impl Daemon {
         found
     }
 
+    /// Waits (bounded) until the daemon shows `running` executions running and `queued`
+    /// waiting for a slot.
+    pub async fn wait_executions(&self, running: u64, queued: u64) {
+        wait_until(&format!("{running} executions running and {queued} queued"), async || {
+            let e = &self.get("/api/v1/system").await.body["executions"];
+            e["running"] == running && e["queued"] == queued
+        })
+        .await;
+    }
+
     /// Waits until no sandbox process of this daemon is left (bounded), and returns what is.
     pub async fn settled_sandbox_processes(&self) -> Vec<u32> {
         settle(|| self.sandbox_processes()).await
@@ -480,6 +490,15 @@ pub fn is_runner(pid: u32) -> bool {
 /// Waits (bounded) until none of `pids` is a runner any more; returns those that still are.
 pub async fn settled_runners(pids: &[u32]) -> Vec<u32> {
     settle(|| pids.iter().copied().filter(|&p| is_runner(p)).collect()).await
+}
+
+/// Polls `check` until it holds; fails the test, naming `what`, after 15 s.
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls `left` until it is empty or 5 s have passed, and returns its last answer.

@@ -10,6 +10,7 @@ use sd_notify::NotifyState;
 
 /// While this file exists in the state directory, the watchdog is not pinged: a test hook that
 /// lets the VM suite check that systemd restarts a daemon that stops answering.
+#[cfg(feature = "test-hooks")]
 pub const FREEZE_WATCHDOG_FILE: &str = "freeze-watchdog";
 
 fn notify(states: &[NotifyState]) {
@@ -39,12 +40,16 @@ pub fn stopping() {
 /// runtime stops the pings, and systemd restarts the daemon).
 pub fn spawn_watchdog(state_dir: &Path) {
     let Some(period) = sd_notify::watchdog_enabled() else { return };
+    #[cfg(feature = "test-hooks")]
     let freeze = state_dir.join(FREEZE_WATCHDOG_FILE);
+    #[cfg(not(feature = "test-hooks"))]
+    let _ = state_dir;
     tracing::info!(?period, "pinging the systemd watchdog");
     tokio::spawn(async move {
         let mut tick = tokio::time::interval((period / 2).max(Duration::from_millis(100)));
         loop {
             tick.tick().await;
+            #[cfg(feature = "test-hooks")]
             if freeze.exists() {
                 tracing::warn!(file = %freeze.display(), "watchdog pings frozen by the test hook");
                 continue;

@@ -82,6 +82,8 @@ pub struct IdsReport {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecutionsReport {
     pub running: usize,
+    /// Waiting in the queue for a slot.
+    pub queued: usize,
     pub max_concurrent: usize,
     pub max_queued: usize,
     pub prestarted_runners: usize,
@@ -143,6 +145,7 @@ pub fn system(supervisor: &Supervisor) -> SystemReport {
         },
         executions: ExecutionsReport {
             running: launcher.table().running_count(),
+            queued: launcher.admission().queued(),
             max_concurrent: config.executions.max_concurrent,
             max_queued: config.executions.max_queued,
             prestarted_runners: launcher.runners().idle_count(),

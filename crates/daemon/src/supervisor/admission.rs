@@ -135,6 +135,11 @@ impl Admission {
         entry.1.clone()
     }
 
+    /// Executions waiting in the queue for a slot.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
     /// Admits nothing more (on shutdown).
     pub fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::SeqCst);
