@@ -533,9 +533,9 @@ fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
         row(Layer::Seccomp, "filters with errno and kill actions".into()),
         row(Layer::CgroupV2, format!("controllers {:?} at {:?}", host.cgroup_v2.controllers, host.cgroup_v2.mount)),
     ];
-    let claims: Vec<Value> = ironclaw_daemon::supervisor::id_range::claims()
+    let claims: Vec<Value> = ironclaw_daemon::id_range::claims()
         .into_iter()
-        .map(|(block, held, holder)| json!({"ids": [block, block + u64::from(ironclaw_daemon::supervisor::id_range::RANGE_SIZE) - 1], "held": held, "holder": holder}))
+        .map(|(block, held, holder)| json!({"ids": [block, block + u64::from(ironclaw_daemon::id_range::RANGE_SIZE) - 1], "held": held, "holder": holder}))
         .collect();
     let report = json!({
         "host": host, "layers": rows, "id_ranges": claims,
@@ -580,7 +580,7 @@ fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
         if claims.is_empty() {
             println!(
                 "id ranges: none claimed (a daemon takes the first free one from {})",
-                ironclaw_daemon::supervisor::id_range::DEFAULT_BASE
+                ironclaw_daemon::id_range::DEFAULT_BASE
             );
         }
         for claim in &claims {

@@ -138,7 +138,7 @@ pub struct ExecutionConfig {
 pub struct RunnerConfig {
     /// The start of this daemon's 65536 ids: executions run as uid/gid `uid_base + slot`, one id
     /// per concurrent execution; workspace groups lie in the upper half. Unset: the range this
-    /// daemon had last, else the first one no other daemon holds (see `supervisor::id_range`).
+    /// daemon had last, else the first one no other daemon holds (see `id_range`).
     pub uid_base: Option<u32>,
     /// Extra read-only paths for every plugin (e.g. an interpreter outside /usr).
     pub extra_read_paths: Vec<PathBuf>,
@@ -217,7 +217,7 @@ impl Config {
         if self.executions.max_concurrent == 0 {
             return invalid("executions.max_concurrent must be at least 1".into());
         }
-        use crate::supervisor::id_range::{RANGE_SIZE, WORKSPACE_GIDS};
+        use crate::id_range::{RANGE_SIZE, WORKSPACE_GIDS};
         if self.runner.uid_base.is_some_and(|base| !(1_000_000..=u32::MAX - 1 - RANGE_SIZE).contains(&base)) {
             return invalid(format!(
                 "runner.uid_base must be at least 1000000 and leave room for its {RANGE_SIZE} ids below 2^32 - 1"
@@ -237,7 +237,7 @@ impl Config {
 
     /// The start of the daemon's id range, once claimed (see `daemon::run`).
     pub fn uid_base(&self) -> u32 {
-        self.runner.uid_base.unwrap_or(crate::supervisor::id_range::DEFAULT_BASE)
+        self.runner.uid_base.unwrap_or(crate::id_range::DEFAULT_BASE)
     }
 
     pub fn socket_mode(&self) -> u32 {

@@ -26,7 +26,7 @@ pub enum DaemonError {
     #[error("failed to discover plugins")]
     Registry(#[from] crate::catalog::registry::RegistryError),
     #[error("failed to claim the ids executions run under")]
-    Ids(#[from] supervisor::id_range::IdRangeError),
+    Ids(#[from] crate::id_range::IdRangeError),
     #[error("failed to prepare the resource backend")]
     Resources(#[from] supervisor::resources::ResourceError),
     #[error("another daemon is already listening on {0}")]
@@ -59,7 +59,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         config.state_dir.display(),
         config.api.socket.display()
     );
-    let ids = supervisor::id_range::claim(config.runner.uid_base, &config.state_dir, &holder)?;
+    let ids = crate::id_range::claim(config.runner.uid_base, &config.state_dir, &holder)?;
     tracing::info!(uid_base = ids.base, workspace_gids = ids.workspace_gids(), "claimed the id range");
     config.runner.uid_base = Some(ids.base);
     let (host, resources) = supervisor::resources::probe_host();

@@ -29,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod execution_result;
 pub mod host;
+pub mod id_range;
 pub mod proxy;
 pub mod server;
 pub mod service;

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use crate::catalog::Catalog;
 use crate::catalog::registry::{LifecycleEvent, PluginEntry, PluginState};
 use crate::host::HostSupport;
+use crate::id_range;
 use crate::supervisor::Supervisor;
-use crate::supervisor::id_range;
 
 /// Host support, the layers every execution gets, policy, ids, executions and caches.
 #[derive(Debug, Serialize, ToSchema)]

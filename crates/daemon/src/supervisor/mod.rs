@@ -12,7 +12,6 @@ pub mod admission;
 pub mod error;
 pub mod execution;
 pub mod executions;
-pub mod id_range;
 pub mod launch;
 pub mod pool;
 pub mod reload;

@@ -16,7 +16,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::id_range::{RANGE_SIZE, WORKSPACE_GIDS};
+use crate::id_range::{RANGE_SIZE, WORKSPACE_GIDS};
 /// Entries counted at most when measuring; a workspace with more counts as full.
 const MAX_ENTRIES: u64 = 100_000;
 

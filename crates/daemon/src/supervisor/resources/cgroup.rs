@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use ironclaw_protocol::layers::ResourceBackend;
 
+use super::backend::{Backend, Meter, ResourceError, Sandbox, Totals, Verdict};
 use super::monitor::Usage;
-use super::{Backend, Meter, ResourceError, Sandbox, Totals, Verdict};
 use crate::catalog::policy::Limits;
 use crate::execution_result::ExecutionStatus;
 use crate::host::{CgroupSupport, HostSupport};
@@ -233,18 +233,18 @@ impl Backend for CgroupRoot {
     }
 
     fn prepare(&self) -> Result<usize, ResourceError> {
-        Ok(CgroupRoot::prepare(self)?)
+        CgroupRoot::prepare(self).map_err(ResourceError::new)
     }
 
     fn open(&self, execution_id: &str, limits: &Limits) -> Result<Box<dyn Meter>, ResourceError> {
-        Ok(Box::new(self.create(execution_id, limits)?))
+        Ok(Box::new(self.create(execution_id, limits).map_err(ResourceError::new)?))
     }
 }
 
 impl Meter for ExecCgroup {
     fn adopt(&mut self, sandbox: Sandbox<'_>) -> Result<(), ResourceError> {
         for pid in [sandbox.outer_pid, sandbox.init_pid] {
-            self.add(pid)?;
+            self.add(pid).map_err(ResourceError::new)?;
         }
         Ok(())
     }

@@ -9,15 +9,19 @@ use std::time::Instant;
 
 use ironclaw_protocol::layers::ResourceBackend;
 
+use super::backend::{Backend, Meter, ResourceError, Sandbox, Totals, Verdict};
 use super::cpu_clock::CpuClock;
 use super::freezer::Freezer;
 use super::monitor::{self, CpuThrottle, Usage};
 use super::socket_meter::SocketMeter;
-use super::{Backend, Meter, ResourceError, Sandbox, Totals, Verdict};
 use crate::catalog::policy::Limits;
 use crate::execution_result::ExecutionStatus;
 use crate::host::HostSupport;
 use crate::supervisor::pool::has_exited;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot count the sandbox's CPU time")]
+struct CpuClockError(#[source] std::io::Error);
 
 /// Address space allowed above the memory limit: a backstop for what the sampling monitor
 /// might miss between two samples, not the limit itself.
@@ -108,7 +112,7 @@ struct FallbackMeter {
 impl Meter for FallbackMeter {
     fn adopt(&mut self, sandbox: Sandbox<'_>) -> Result<(), ResourceError> {
         if self.task_clock {
-            self.clock = Some(CpuClock::attach(sandbox.init_pid).map_err(ResourceError::CpuClock)?);
+            self.clock = Some(CpuClock::attach(sandbox.init_pid).map_err(|e| ResourceError::new(CpuClockError(e)))?);
         }
         self.throttle = Some(CpuThrottle::new(self.share, Instant::now()));
         Ok(())

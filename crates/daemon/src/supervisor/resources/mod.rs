@@ -1,125 +1,19 @@
 //! Resource backends: where an execution's memory, CPU and process limits come from. One is
-//! chosen at start-up ([`probe_host`]) and every execution goes through its interface:
-//! [`Backend`] for the daemon's side, [`Meter`] for one execution. cgroup v2 ([`cgroup`]) where
-//! the daemon has a delegated subtree; otherwise the Linux fallback ([`fallback`]: rlimits, the
-//! daemon's monitor, a perf task clock, the socket meter and the ptrace freezer). Another
-//! backend is one more implementation.
+//! chosen at start-up ([`probe_host`]) and every execution goes through its interface
+//! ([`backend`]): [`Backend`] for the daemon's side, [`Meter`] for one execution. cgroup v2
+//! ([`cgroup`]) where the daemon has a delegated subtree; otherwise the Linux fallback
+//! ([`fallback`]: rlimits, the daemon's monitor, a perf task clock, the socket meter and the
+//! ptrace freezer). Another backend is one more implementation of the interface.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod cgroup;
 pub mod cpu_clock;
 pub mod fallback;
 pub mod freezer;
 pub mod monitor;
+pub mod probe;
 pub mod socket_meter;
 
-use std::collections::BTreeMap;
-use std::os::fd::BorrowedFd;
-use std::sync::Arc;
-
-use ironclaw_protocol::layers::ResourceBackend;
-
-use crate::catalog::policy::Limits;
-use crate::execution_result::ExecutionStatus;
-use crate::host::{HostSupport, probe_missing_capabilities, probe_namespaces, probe_seccomp};
-use monitor::Usage;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ResourceError {
-    #[error(transparent)]
-    Cgroup(#[from] cgroup::CgroupError),
-    #[error("cannot count the sandbox's CPU time")]
-    CpuClock(#[source] std::io::Error),
-}
-
-/// The sandbox an execution's meter watches: its init (pid 1 of its namespaces), by host pid
-/// and by pidfd.
-#[derive(Clone, Copy)]
-pub struct Sandbox<'a> {
-    pub outer_pid: i32,
-    pub init_pid: i32,
-    pub init: BorrowedFd<'a>,
-}
-
-/// What one look at an execution's usage decided.
-pub enum Verdict {
-    /// Within every limit.
-    Within,
-    /// Over a limit: stop it with this status.
-    Over(ExecutionStatus),
-    /// A limit can no longer be enforced, for this reason: stop it as an error, never run on
-    /// as if it were.
-    CannotEnforce(String),
-}
-
-/// What the backend counted of an execution, once its sandbox is gone.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Totals {
-    /// The whole sandbox's CPU time, when the backend counts it.
-    pub cpu_time_ms: Option<u64>,
-    /// The peak of the backend's own memory account, when it keeps one.
-    pub peak_memory_bytes: Option<u64>,
-    pub oom_killed: bool,
-}
-
-/// A resource backend, chosen once at start-up.
-pub trait Backend: Send + Sync {
-    fn kind(&self) -> ResourceBackend;
-
-    /// How each limit is enforced, by limit (for `/api/v1/system`).
-    fn describe(&self, host: &HostSupport) -> BTreeMap<&'static str, &'static str>;
-
-    /// The runner's `RLIMIT_AS`, when the backend needs one as a backstop.
-    fn address_space(&self, limits: &Limits) -> Option<u64>;
-
-    /// Removes what a previous daemon left behind; how many it removed.
-    fn prepare(&self) -> Result<usize, ResourceError>;
-
-    /// The resources of one execution, before its runner is taken.
-    fn open(&self, execution_id: &str, limits: &Limits) -> Result<Box<dyn Meter>, ResourceError>;
-}
-
-/// One execution's resources, from before its runner is taken to after its sandbox is gone.
-pub trait Meter: Send {
-    /// The runner joins, before it gets its spec: the plugin does not exist yet, so every task
-    /// it will ever be is covered.
-    fn adopt(&mut self, sandbox: Sandbox<'_>) -> Result<(), ResourceError>;
-
-    /// One look, every monitor interval; `peak` is the execution's running maximum.
-    fn measure(&mut self, sandbox: Sandbox<'_>, limits: &Limits, peak: &mut Usage) -> Verdict;
-
-    /// The execution is being stopped: let its tasks run to act on a signal or die.
-    fn release(&mut self);
-
-    /// Kills every task of the sandbox the backend can reach at once.
-    fn kill(&self);
-
-    /// After the sandbox is gone: what was counted, and every resource given back.
-    fn close(self: Box<Self>) -> Totals;
-}
-
-/// Probes what the host kernel offers, and chooses the resource backend.
-pub fn probe_host() -> (HostSupport, Arc<dyn Backend>) {
-    let (cgroup_v2, root) = cgroup::detect();
-    let uts = nix::sys::utsname::uname().ok();
-    let fallback = root.is_none();
-    let mut host = HostSupport {
-        kernel: uts.as_ref().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-        arch: std::env::consts::ARCH.to_string(),
-        running_as_root: nix::unistd::geteuid().is_root(),
-        landlock_abi: crate::sys::landlock_abi(),
-        seccomp: probe_seccomp(),
-        namespaces: probe_namespaces(),
-        missing_capabilities: probe_missing_capabilities(fallback),
-        task_clock_unavailable: fallback.then(cpu_clock::probe).and_then(Result::err),
-        socket_meter_unavailable: fallback.then(socket_meter::probe).and_then(Result::err),
-        cgroup_v2,
-        resource_gaps: Vec::new(),
-    };
-    host.resource_gaps = host.find_resource_gaps();
-    let backend: Arc<dyn Backend> = match root {
-        Some(root) => Arc::new(root),
-        None => Arc::new(fallback::Fallback::new(&host)),
-    };
-    (host, backend)
-}
+pub use backend::{Backend, Meter, ResourceError, Sandbox, Totals, Verdict};
+pub use probe::probe_host;
