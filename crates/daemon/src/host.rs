@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ironclaw_protocol::layers::{Layer, NAMESPACES, Requirements, ResourceBackend};
+use ironclaw_protocol::layers::{Layer, NAMESPACES, Requirements, ResourceBackend, Unmet};
 use serde::{Deserialize, Serialize};
 
 /// The cgroup v2 situation of the daemon.
@@ -48,16 +48,16 @@ pub struct HostSupport {
 
 impl HostSupport {
     /// Checks the policy's requirements before any runner is spawned, so a refusal costs nothing.
-    pub fn check(&self, requirements: &Requirements) -> Result<(), String> {
-        for layer in &requirements.layers {
-            if let Some(reason) = self.missing(*layer) {
-                return Err(format!("policy requires layer '{layer}', which this host cannot enforce: {reason}"));
+    pub fn check(&self, requirements: &Requirements) -> Result<(), Unmet> {
+        for &layer in &requirements.layers {
+            if let Some(reason) = self.missing(layer) {
+                return Err(Unmet::Unavailable { layer, reason });
             }
         }
         if let Some(min) = requirements.landlock_min_abi {
-            let abi = self.landlock_abi.unwrap_or(0);
-            if abi < min {
-                return Err(format!("policy requires Landlock ABI {min} or later, this host has ABI {abi}"));
+            let host = self.landlock_abi.unwrap_or(0);
+            if host < min {
+                return Err(Unmet::LandlockHost { min, host });
             }
         }
         Ok(())

@@ -80,9 +80,26 @@ pub struct Requirements {
     pub landlock_min_abi: Option<u32>,
 }
 
+/// A requirement of the policy that was not met.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unmet {
+    #[error("policy requires layer '{0}', which was not applied")]
+    NotApplied(Layer),
+    #[error("policy requires layer '{layer}', which this host cannot enforce: {reason}")]
+    Unavailable { layer: Layer, reason: String },
+    #[error("policy requires Landlock ABI {min} or later, the runner applied {}", abi_name(*.applied))]
+    LandlockApplied { min: u32, applied: Option<u32> },
+    #[error("policy requires Landlock ABI {min} or later, this host has ABI {host}")]
+    LandlockHost { min: u32, host: u32 },
+}
+
+fn abi_name(abi: Option<u32>) -> String {
+    abi.map_or("none".to_string(), |a| a.to_string())
+}
+
 impl Requirements {
     /// Checks what a runner applied (and the resource backend) against the requirements.
-    pub fn check_applied(&self, applied: &AppliedLayers, resources: ResourceBackend) -> Result<(), String> {
+    pub fn check_applied(&self, applied: &AppliedLayers, resources: ResourceBackend) -> Result<(), Unmet> {
         for layer in &self.layers {
             let ok = match layer {
                 Layer::Namespaces => NAMESPACES.iter().all(|n| applied.namespaces.iter().any(|a| a == n)),
@@ -91,18 +108,13 @@ impl Requirements {
                 Layer::CgroupV2 => resources == ResourceBackend::CgroupV2,
             };
             if !ok {
-                return Err(format!("policy requires layer '{layer}', which was not applied"));
+                return Err(Unmet::NotApplied(*layer));
             }
         }
         if let Some(min) = self.landlock_min_abi {
             match applied.landlock.abi {
                 Some(abi) if abi >= min && applied.landlock.status != LandlockEnforcement::NotEnforced => {}
-                abi => {
-                    return Err(format!(
-                        "policy requires Landlock ABI {min} or later, the runner applied {}",
-                        abi.map_or("none".to_string(), |a| a.to_string())
-                    ));
-                }
+                applied => return Err(Unmet::LandlockApplied { min, applied }),
             }
         }
         Ok(())
@@ -129,11 +141,12 @@ mod tests {
     fn requirements_fail_closed() {
         let req = Requirements { layers: vec![Layer::Seccomp, Layer::CgroupV2], landlock_min_abi: None };
         let err = req.check_applied(&applied(), ResourceBackend::Fallback).unwrap_err();
-        assert!(err.contains("cgroup_v2"), "{err}");
+        assert_eq!(err, Unmet::NotApplied(Layer::CgroupV2));
+        assert!(err.to_string().contains("cgroup_v2"), "{err}");
         assert!(req.check_applied(&applied(), ResourceBackend::CgroupV2).is_ok());
 
         let req = Requirements { layers: vec![], landlock_min_abi: Some(7) };
-        assert!(req.check_applied(&applied(), ResourceBackend::Fallback).unwrap_err().contains("ABI 7"));
+        assert!(req.check_applied(&applied(), ResourceBackend::Fallback).unwrap_err().to_string().contains("ABI 7"));
 
         let mut weak = applied();
         weak.landlock.status = LandlockEnforcement::NotEnforced;

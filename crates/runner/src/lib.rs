@@ -49,8 +49,8 @@ pub fn main() -> ! {
         Err(e) => fail(&ipc, e.stage(), error_chain(&e)),
     };
     let Confinement { spec, layers, entry, request_file, outer, .. } = confinement;
-    if let Err(reason) = spec.requirements.check_applied(&layers, spec.resources) {
-        fail(&ipc, SetupStage::Requirements, reason);
+    if let Err(unmet) = spec.requirements.check_applied(&layers, spec.resources) {
+        fail(&ipc, SetupStage::Requirements, unmet.to_string());
     }
     if frame::write_frame(&ipc, &RunnerMessage::Confined { layers }).is_err() {
         std::process::exit(EXIT_SETUP_FAILED);

@@ -182,4 +182,44 @@ mod tests {
         assert_eq!(json_depth(b"]]]]"), 0);
         assert_eq!(json_depth(&[b'['; 1000]), 1000);
     }
+
+    /// The depth serde_json's parser sees: the oracle for the scanner.
+    fn parsed_depth(v: &serde_json::Value) -> usize {
+        match v {
+            serde_json::Value::Array(items) => 1 + items.iter().map(parsed_depth).max().unwrap_or(0),
+            serde_json::Value::Object(map) => 1 + map.values().map(parsed_depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    fn random(seed: &mut u64) -> usize {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*seed >> 33) as usize
+    }
+
+    /// A string full of brackets, quotes and backslashes (escaped as JSON requires).
+    fn tricky(seed: &mut u64) -> String {
+        let n = random(seed);
+        (0..n % 9).map(|i| ['[', ']', '{', '}', '"', '\\', 'a', ':', ','][(n + i) % 9]).collect()
+    }
+
+    /// A pseudo-random JSON document: nested arrays and objects, tricky strings and keys.
+    fn document(seed: &mut u64, depth: usize) -> serde_json::Value {
+        match (depth, random(seed) % 4) {
+            (0, _) | (_, 0) => serde_json::Value::String(tricky(seed)),
+            (_, 1) => serde_json::Value::from(random(seed) as u64),
+            (_, 2) => (0..random(seed) % 4).map(|_| document(seed, depth - 1)).collect(),
+            _ => (0..random(seed) % 4).map(|_| (tricky(seed), document(seed, depth - 1))).collect(),
+        }
+    }
+
+    #[test]
+    fn json_depth_agrees_with_serde_json_on_every_document() {
+        let mut seed = 7;
+        for _ in 0..5000 {
+            let value = document(&mut seed, 12);
+            let text = serde_json::to_string(&value).unwrap();
+            assert_eq!(json_depth(text.as_bytes()), parsed_depth(&value), "{text}");
+        }
+    }
 }

@@ -107,7 +107,7 @@ pub fn system(supervisor: &Supervisor) -> SystemReport {
     let (config, catalog, launcher) = (supervisor.config(), supervisor.catalog(), supervisor.launcher());
     let host = launcher.host();
     let policy = catalog.policy();
-    let refusal = host.check(&policy.requirements).err();
+    let refusal = host.check(&policy.requirements).err().map(|unmet| unmet.to_string());
     let layer = |on: bool| if on { "enforced" } else { "unavailable" };
     let uid_base = config.uid_base();
     let (entries, bytes) = launcher.admission().cache_usage();

@@ -196,8 +196,8 @@ impl Launcher {
         let id = plan.id.clone();
         let name = plan.plugin.manifest.name.clone();
         let recorded = matches!(purpose, Purpose::Call { .. });
-        if let Err(reason) = self.host.check(&plan.requirements) {
-            let result = plan.refused(ExecutionStatus::Denied, reason);
+        if let Err(unmet) = self.host.check(&plan.requirements) {
+            let result = plan.refused(ExecutionStatus::Denied, unmet.to_string());
             if recorded {
                 let why = result.error.as_deref().unwrap_or_default();
                 self.audit_denial("policy", &name, Some(&id), why);
