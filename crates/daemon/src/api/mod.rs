@@ -133,4 +133,27 @@ mod tests {
         assert_eq!(calculator["responses"], paths["/api/v1/plugins/{name}/execute"]["post"]["responses"]);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap());
     }
+
+    #[test]
+    fn every_answer_has_a_schema_of_its_own() {
+        let doc = openapi();
+        let mut checked = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (code, response) in op["responses"].as_object().unwrap() {
+                    let schema = &response["content"]["application/json"]["schema"];
+                    let named = schema["$ref"].as_str().is_some_and(|r| r.starts_with("#/components/schemas/"));
+                    assert!(named, "{method} {path} answers {code} without a named schema: {response}");
+                    let name = schema["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+                    let component = &doc["components"]["schemas"][name];
+                    let described = component.get("properties").is_some()
+                        || component.get("oneOf").is_some()
+                        || component.get("allOf").is_some();
+                    assert!(described, "{method} {path} {code}: {name} is a bare object: {component}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 40, "only {checked} responses were checked");
+    }
 }

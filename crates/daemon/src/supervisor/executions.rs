@@ -24,8 +24,10 @@ pub enum TableError {
     AlreadyFinished(String),
 }
 
-/// One line of the execution list, or a running execution.
+/// One line of the execution list, or a running execution. Nothing but these fields (the
+/// schema says so, which tells it apart from a full result).
 #[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ExecutionSummary {
     pub id: String,
     pub plugin: String,
