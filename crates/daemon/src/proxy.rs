@@ -109,7 +109,7 @@ impl EgressProxy {
             nix::sched::setns(pidfd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
             // The runner may not have brought loopback up yet (it does so right after
             // announcing itself); doing it twice is harmless.
-            crate::sys::loopback_up()?;
+            loopback_up()?;
             let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, PROXY_PORT))?;
             listener.set_nonblocking(true)?;
             Ok(listener)
@@ -421,6 +421,39 @@ async fn respond(client: &mut TcpStream, status: u16, text: &str, reason: &str) 
     );
     let _ = client.write_all(response.as_bytes()).await;
     let _ = client.shutdown().await;
+}
+
+/// Brings up the loopback interface of the calling thread's network namespace, over rtnetlink
+/// (`RTM_SETLINK` with `IFF_UP`), and waits for the kernel's answer.
+fn loopback_up() -> std::io::Result<()> {
+    use netlink_packet_core::{NLM_F_ACK, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
+    use netlink_packet_route::link::{LinkFlags, LinkMessage};
+    use netlink_sys::protocols::NETLINK_ROUTE;
+    use netlink_sys::{Socket, SocketAddr};
+
+    let mut link = LinkMessage::default();
+    link.header.index = nix::net::if_::if_nametoindex("lo")?;
+    link.header.flags = LinkFlags::Up;
+    link.header.change_mask = LinkFlags::Up;
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::SetLink(link)));
+    packet.finalize();
+    let mut request = vec![0u8; packet.buffer_len()];
+    packet.serialize(&mut request);
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    socket.send(&request, 0)?;
+    let mut answer = vec![0u8; 4096];
+    let size = socket.recv(&mut &mut answer[..], 0)?;
+    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[..size])
+        .map_err(|e| std::io::Error::other(format!("malformed rtnetlink answer: {e}")))?;
+    match reply.payload {
+        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

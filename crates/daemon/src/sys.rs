@@ -1,7 +1,7 @@
 //! Thin wrappers over the system calls the daemon needs and `nix` does not offer safely:
-//! pidfds, reaping with resource usage, the Landlock probe, loopback for the egress proxy, and
-//! systemd's sockets. The only place of the daemon where `unsafe` is allowed; the runner has a
-//! `sys` of its own, and the two share no code.
+//! pidfds, reaping with resource usage, the Landlock probe and systemd's sockets. The only place
+//! of the daemon where `unsafe` is allowed; the runner has a `sys` of its own, and the two share
+//! no code.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -82,28 +82,6 @@ pub fn landlock_abi() -> Option<u32> {
         )
     };
     (v > 0).then_some(v as u32)
-}
-
-/// Brings the loopback interface of the current network namespace up.
-pub fn loopback_up() -> io::Result<()> {
-    let sock = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Datagram,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `req` is a live ifreq with a NUL-terminated name; SIOCGIFFLAGS fills ifru_flags.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } as libc::c_long)?;
-    // SAFETY: ifru_flags is the union member SIOCGIFFLAGS just initialised.
-    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
-    // SAFETY: as above; SIOCSIFFLAGS reads the name and flags from `req`.
-    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } as libc::c_long)?;
-    Ok(())
 }
 
 /// Takes ownership of a listening unix socket systemd passed (socket activation).
