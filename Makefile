@@ -5,7 +5,7 @@ CARGO ?= cargo
 PROFILE ?= release
 TARGET_DIR := target/$(if $(filter dev,$(PROFILE)),debug,$(PROFILE))
 # Cargo features of the binaries: empty for `make build` and `make install`; the VM suite
-# installs with FEATURES=test-hooks (PROFILE=vm). The host tests always run with the hooks.
+# installs with FEATURES=test-hooks (PROFILE=release-hooks). The host tests always run with the hooks.
 FEATURES ?=
 FEATURE_FLAGS := $(if $(FEATURES),--features ironclaw/$(FEATURES))
 TEST_FLAGS := --features ironclaw/test-hooks

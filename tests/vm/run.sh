@@ -68,16 +68,16 @@ rm -rf "$ROOT"
 cp -a "$BASE" "$ROOT"
 # The release code with the test hooks the driver uses (hold a reload, freeze the watchdog),
 # built apart from target/release.
-make -C "$REPO" --no-print-directory install PROFILE=vm FEATURES=test-hooks DESTDIR="$ROOT" PREFIX=/usr/local \
+make -C "$REPO" --no-print-directory install PROFILE=release-hooks FEATURES=test-hooks DESTDIR="$ROOT" PREFIX=/usr/local \
     > "$WORK/install.log" 2>&1 \
     || { tail -20 "$WORK/install.log"; exit 1; }
-cargo build --manifest-path "$REPO/Cargo.toml" --profile vm -p misbehave > "$WORK/fixtures.log" 2>&1 \
+cargo build --manifest-path "$REPO/Cargo.toml" --profile release-hooks -p misbehave > "$WORK/fixtures.log" 2>&1 \
     || { tail -20 "$WORK/fixtures.log"; exit 1; }
 for fixture in misbehave_native misbehave_throttled misbehave_hoarder; do
     dest=$ROOT/usr/local/lib/ironclaw/plugins/$fixture
     mkdir -p "$dest"
     cp "$REPO/tests/fixtures/plugins/$fixture/plugin.toml" "$dest/"
-    cp "$REPO/target/vm/libmisbehave.so" "$dest/"
+    cp "$REPO/target/release-hooks/libmisbehave.so" "$dest/"
 done
 install -D -m 0755 "$REPO/tests/vm/driver.sh" "$ROOT/usr/local/libexec/ironclaw-vm-driver"
 install -D -m 0644 "$REPO/tests/vm/mock_upstreams.py" "$ROOT/usr/local/libexec/ironclaw-vm-mocks"
