@@ -59,7 +59,7 @@ escape:
 ## schemathesis (from PyPI, into target/venv) against a live daemon on the repo's plugins: no 5xx,
 ## every answer as the OpenAPI document says, the daemon alive at the end.
 api-fuzz:
-	$(CARGO) build $(TEST_FLAGS) --bin ironclawd
+	$(CARGO) build --workspace --all-targets $(TEST_FLAGS)
 	tests/api_fuzz/run.sh target/debug
 
 ## Each cargo-fuzz target for FUZZ_SECONDS (libFuzzer without a sanitizer: the targets are safe
