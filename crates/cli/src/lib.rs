@@ -1,5 +1,6 @@
-//! The `ironclaw` command: an admin's and a script's way to the daemon's REST API ([`client`]),
-//! plus `doctor`, which probes the host itself. It talks to the daemon only over the API.
+//! The `ironclaw` command: an admin's and a script's way to the daemon's REST API ([`client`]).
+//! It talks to the daemon only over the API; `doctor` and `policy check` need no daemon (they
+//! read the host and the files themselves).
 #![forbid(unsafe_code)]
 
 mod args;

@@ -14,7 +14,8 @@
 //!   runners; the [`proxy`] that is each sandbox's only way out; [`execution_result`], what an
 //!   execution returns;
 //! - [`catalog`]: what admins write and ship (manifests, policies, secrets) and the registry
-//!   built from them; [`host`], what the kernel offers; [`config`]; [`audit`];
+//!   built from them; [`host`], what the kernel offers; [`id_range`], the ids this daemon
+//!   claimed; [`config`]; [`audit`];
 //! - [`sys`]: the daemon's few system-call wrappers, its only `unsafe` code.
 #![deny(unsafe_code)]
 
