@@ -776,10 +776,13 @@ fn resource_attempts(s: &mut Suite, backend: &str) {
             &format!("undo the CPU share with {how} ({spinners} spinners)"),
             &[THROTTLED],
             vec![attack("throttle_escape", json!({"how": how, "spinners": spinners}))],
+            // Held, the share is 0.2 plus what runs after the deadline (the freezer lets go so
+            // the plugin can act on SIGTERM) and the last monitor tick's debt: up to about 0.35
+            // on a loaded 2-core host. Undone, it is 1 per spinner.
             check(|r| {
                 let share = r["cpu_time_ms"].as_f64().unwrap_or(0.0) / r["duration_ms"].as_f64().unwrap_or(1.0);
                 match r["status"].as_str() {
-                    Some("timeout") if (0.1..=0.3).contains(&share) => Ok(()),
+                    Some("timeout") if (0.1..=0.35).contains(&share) => Ok(()),
                     _ => Err(format!("expected the 0.2 share held (got {share:.2}): {r}")),
                 }
             }),
