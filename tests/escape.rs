@@ -946,6 +946,30 @@ fn leak_attempts(s: &mut Suite, d: &Daemon) {
     );
 }
 
+fn channel_attempts(s: &mut Suite) {
+    // The runner's control channel is held by the sandbox's init alone: forged frames (a
+    // denial, a sandbox failure) reach only the plugin's own response channel and its log.
+    s.add(
+        "channel",
+        "forge runner frames on every descriptor and through /proc/1/fd",
+        &BOTH,
+        vec![attack("forge_frames", json!({}))],
+        check(|r| {
+            let log = r["log"].as_str().unwrap_or_default();
+            let at = log.find("forged frames reached").ok_or("the attack did not run")?;
+            let reached = log[at..].lines().next().unwrap_or_default();
+            let through_init = reached.split("through /proc/1/fd: ").nth(1).unwrap_or_default();
+            if through_init.split(' ').any(|fd| !fd.ends_with(":EACCES")) {
+                return Err(format!("the init's descriptors were reachable: {reached}"));
+            }
+            match (r["status"].as_str(), r["error"].as_str()) {
+                (Some("error"), Some("the plugin exited with status 125 without a valid response")) => Ok(()),
+                (status, error) => Err(format!("a forged frame decided the outcome: {status:?} {error:?}")),
+            }
+        }),
+    );
+}
+
 /// What the suite tried and what got through.
 #[derive(Default)]
 struct Tally {
@@ -1054,6 +1078,7 @@ async fn no_escape_attempt_gets_through() {
     network_attempts(&mut s, &c, &d);
     resource_attempts(&mut s, &d.resources().await);
     leak_attempts(&mut s, &d);
+    channel_attempts(&mut s);
     tally.run(s, &d, &mut c, &[]).await;
 
     let mut classes: BTreeMap<&str, usize> = BTreeMap::new();

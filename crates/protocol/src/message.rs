@@ -1,8 +1,9 @@
 //! What a runner sends the daemon, in this order: `Spawned` (from the outer runner, before the
-//! confined child may run), `Confined` (from the confined child, before any plugin code runs),
-//! then `Response` (native plugins only), or `SetupFailed` at any point before the plugin runs.
-//! Anything a plugin writes to the socket can only come after `Confined`, so the daemon trusts
-//! the frames before it and treats the rest as plugin output.
+//! confined child may run), then `Confined` (from the sandbox's init, once every layer is in
+//! place and the plugin's process is forked) or `SetupFailed`. Nothing follows: no plugin
+//! process ever holds the channel (it closes its copy before any plugin code runs), and the
+//! plugin's response, from a native or an exec plugin alike, comes on its stdout. The daemon
+//! accepts nothing on the channel after `Confined`.
 
 use std::fmt;
 
@@ -15,10 +16,8 @@ use crate::layers::AppliedLayers;
 pub enum RunnerMessage {
     /// The outer runner forked the confined child; its pid in the daemon's pid namespace.
     Spawned { pid: i32 },
-    /// Every layer is in place; what was actually applied.
+    /// Every layer is in place, as measured; the plugin's process is forked.
     Confined { layers: AppliedLayers },
-    /// A native plugin's encoded response.
-    Response { body: String },
     /// Setting up failed at `stage`; no plugin code ran.
     SetupFailed { stage: SetupStage, message: String },
 }
@@ -40,14 +39,12 @@ pub enum SetupStage {
     /// The unprivileged uid and gid, capabilities dropped.
     Identity,
     NoNewPrivs,
+    /// Reading the layers back from the kernel.
+    Verify,
     /// A layer the policy requires was not applied.
     Requirements,
     /// Forking the plugin's process.
     Fork,
-    /// Loading a native plugin.
-    Load,
-    /// Executing an exec plugin.
-    Exec,
     /// The daemon could not start the runner or hand it the execution.
     Spawn,
     /// The runner broke the protocol before it was confined.
@@ -55,10 +52,10 @@ pub enum SetupStage {
 }
 
 impl SetupStage {
-    /// Loading or starting the plugin, or a requirement the policy set: the plugin's or the
-    /// admin's part. Any other stage failing is the sandbox's or the host's.
+    /// A requirement the policy set: the admin's part. Any other stage failing is the
+    /// sandbox's or the host's (a plugin that cannot be loaded or started answers `error`).
     pub fn is_plugins_part(self) -> bool {
-        matches!(self, SetupStage::Load | SetupStage::Exec | SetupStage::Requirements)
+        self == SetupStage::Requirements
     }
 
     pub fn as_str(self) -> &'static str {
@@ -72,10 +69,9 @@ impl SetupStage {
             SetupStage::Seccomp => "seccomp",
             SetupStage::Identity => "identity",
             SetupStage::NoNewPrivs => "no_new_privs",
+            SetupStage::Verify => "verify",
             SetupStage::Requirements => "requirements",
             SetupStage::Fork => "fork",
-            SetupStage::Load => "load",
-            SetupStage::Exec => "exec",
             SetupStage::Spawn => "spawn",
             SetupStage::Protocol => "protocol",
         }

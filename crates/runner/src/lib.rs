@@ -14,12 +14,14 @@ pub mod plugin_host;
 pub mod sandbox;
 
 use std::ffi::CString;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::fcntl::AtFlags;
 
+use ironclaw_plugin_sdk::{Response, ResponseStatus};
 use ironclaw_protocol::message::{RunnerMessage, SetupStage};
 use ironclaw_protocol::spec::RuntimeSpec;
 use ironclaw_protocol::{EXIT_SETUP_FAILED, error_chain, frame};
@@ -48,42 +50,63 @@ pub fn main() -> ! {
         Ok(c) => c,
         Err(e) => fail(&ipc, e.stage(), error_chain(&e)),
     };
-    let Confinement { spec, layers, entry, request_file, outer, .. } = confinement;
+    let Confinement { spec, layers, single_threaded, entry, request_file, outer, .. } = confinement;
     if let Err(unmet) = spec.requirements.check_applied(&layers, spec.resources) {
         fail(&ipc, SetupStage::Requirements, unmet.to_string());
     }
-    if frame::write_frame(&ipc, &RunnerMessage::Confined { layers }).is_err() {
-        std::process::exit(EXIT_SETUP_FAILED);
-    }
-    // The plugin runs as pid 2, under every layer; this process stays as the namespace's init.
-    match sandbox::sys::fork() {
+    // The plugin runs as pid 2, under every layer; this process stays as the namespace's init,
+    // and the only holder of the control channel. `Confined` is its last message: the plugin's
+    // process closes the channel before any of its code runs, so nothing it writes can reach
+    // the daemon but as its response, on stdout.
+    match sandbox::sys::fork(&single_threaded) {
         Ok(ForkResult::Parent { child }) => {
+            let confined = frame::write_frame(&ipc, &RunnerMessage::Confined { layers });
             drop(ipc);
+            if confined.is_err() {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                std::process::exit(EXIT_SETUP_FAILED);
+            }
             namespaces::init(child, outer)
         }
-        Ok(ForkResult::Child) => drop(outer),
+        Ok(ForkResult::Child) => drop((ipc, outer)),
         Err(e) => fail(&ipc, SetupStage::Fork, e.to_string()),
     }
     match &spec.runtime {
         RuntimeSpec::Native { .. } => {
             let library = entry.expect("confine opens the native library");
+            let response = take_response_channel();
             // The same environment an exec plugin gets: proxy, workspace, secrets.
-            sandbox::sys::set_environment(&spec.env);
-            match plugin_host::invoke(&library, spec.request.as_bytes()) {
-                Ok(body) => {
-                    let body = String::from_utf8_lossy(&body).into_owned();
-                    let sent = frame::write_frame(&ipc, &RunnerMessage::Response { body });
-                    std::process::exit(if sent.is_ok() { 0 } else { EXIT_SETUP_FAILED })
-                }
-                Err(e) => fail(&ipc, SetupStage::Load, error_chain(&e)),
-            }
+            sandbox::sys::set_environment(&single_threaded, &spec.env);
+            let body = plugin_host::invoke(&library, spec.request.as_bytes())
+                .unwrap_or_else(|e| failure(&format!("failed to load the plugin: {}", error_chain(&e))));
+            let sent = (&response).write_all(&body);
+            std::process::exit(if sent.is_ok() { 0 } else { EXIT_SETUP_FAILED })
         }
         RuntimeSpec::Exec { argv } => {
             let request = request_file.expect("confine writes an exec plugin's request");
             let e = exec_plugin(argv, &spec.env, entry, request);
-            fail(&ipc, SetupStage::Exec, e)
+            let _ = std::io::stdout().write_all(&failure(&format!("failed to start the plugin: {e}")));
+            std::process::exit(EXIT_SETUP_FAILED)
         }
     }
+}
+
+/// An `error` response: what a plugin that could not be loaded or started answers. Its plugin
+/// could have written the same, so it is no claim about the sandbox.
+fn failure(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&Response::failure(ResponseStatus::Error, message)).expect("a response encodes")
+}
+
+/// A native plugin's response goes to the runner's stdout, which the daemon reads as an exec
+/// plugin's. The plugin's own prints go to stderr, its log, so they cannot corrupt it.
+fn take_response_channel() -> std::fs::File {
+    let moved = nix::unistd::dup(std::io::stdout())
+        .map_err(std::io::Error::from)
+        .and_then(|out| sandbox::sys::redirect_fd(2, 1).map(|()| std::fs::File::from(out)));
+    moved.unwrap_or_else(|e| {
+        eprintln!("ironclaw runner: cannot set up the response channel: {e}");
+        std::process::exit(EXIT_SETUP_FAILED)
+    })
 }
 
 /// Replaces the runner with the exec plugin: the request on stdin, only the declared

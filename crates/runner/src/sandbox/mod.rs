@@ -12,6 +12,7 @@ pub mod rlimits;
 pub mod seccomp;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod verify;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -22,7 +23,7 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
 
 use ironclaw_protocol::frame::{self, IpcError};
-use ironclaw_protocol::layers::{AppliedLayers, NAMESPACES, ResourceBackend};
+use ironclaw_protocol::layers::{AppliedLayers, ResourceBackend};
 use ironclaw_protocol::message::{RunnerMessage, SetupStage};
 use ironclaw_protocol::spec::{RunnerSpec, RuntimeSpec};
 
@@ -56,13 +57,20 @@ pub enum SandboxError {
     OuterGone,
     #[error("failed to set no_new_privs")]
     NoNewPrivs(#[source] nix::Error),
+    #[error("the runner is not single-threaded")]
+    Threads(#[source] std::io::Error),
+    #[error("failed to verify the layers")]
+    Verify(#[from] verify::VerifyError),
 }
 
 impl SandboxError {
     /// The stage reported to the daemon.
     pub fn stage(&self) -> SetupStage {
         match self {
-            SandboxError::Session(_) | SandboxError::DeathSignal(_) | SandboxError::CloseFds(_) => SetupStage::Process,
+            SandboxError::Session(_)
+            | SandboxError::DeathSignal(_)
+            | SandboxError::CloseFds(_)
+            | SandboxError::Threads(_) => SetupStage::Process,
             SandboxError::Namespaces(_) => SetupStage::Namespaces,
             SandboxError::Spec(_) => SetupStage::Spec,
             SandboxError::Rlimits(_) => SetupStage::Rlimits,
@@ -71,6 +79,7 @@ impl SandboxError {
             SandboxError::Seccomp(_) => SetupStage::Seccomp,
             SandboxError::Identity(_) | SandboxError::OuterGone => SetupStage::Identity,
             SandboxError::NoNewPrivs(_) => SetupStage::NoNewPrivs,
+            SandboxError::Verify(_) => SetupStage::Verify,
         }
     }
 }
@@ -79,6 +88,8 @@ impl SandboxError {
 pub struct Confinement {
     pub spec: RunnerSpec,
     pub layers: AppliedLayers,
+    /// Measured with the layers: the plugin's process may be forked.
+    pub single_threaded: sys::SingleThreaded,
     /// The plugin folder (`O_PATH`), already the working directory.
     pub plugin_dir: OwnedFd,
     /// The native library, or the exec entry when `argv[0]` names a file in the plugin folder.
@@ -98,20 +109,22 @@ pub const IPC_FD: i32 = 3;
 ///
 /// The order matters, and each step says why it stands where it does.
 pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
-    sys::assert_single_threaded();
+    let single_threaded = sys::SingleThreaded::check().map_err(SandboxError::Threads)?;
 
     // 1. Process hygiene. A new session has no controlling terminal, so TIOCSTI has no target.
     //    Die with the daemon. Close every inherited descriptor but stdio and the IPC socket.
+    //    Note the daemon's namespaces, to prove at the end that each was left.
     nix::unistd::setsid().map_err(SandboxError::Session)?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
     sys::close_fds_from(IPC_FD + 1).map_err(SandboxError::CloseFds)?;
+    let host_namespaces = verify::HostNamespaces::record()?;
 
     // 2. Namespaces: pid, net, mount, ipc, uts. This forks: the outer runner stays in the
     //    daemon's namespaces and announces the inner runner's pid, which is the first frame the
     //    daemon reads (the daemon moves both into the execution's cgroup before it answers).
     //    Then a private mount tree, a fresh /proc, loopback up. Nothing here depends on the
     //    plugin, so a pre-started runner can wait after this step.
-    let outer = namespaces::enter(|pid| {
+    let outer = namespaces::enter(&single_threaded, |pid| {
         let _ = frame::write_frame(ipc, &RunnerMessage::Spawned { pid });
     })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
@@ -151,6 +164,7 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
         },
     )?;
     let seccomp_filter = seccomp::compile(spec.resources)?;
+    let status_file = verify::StatusFile::open()?;
     nix::unistd::fchdir(&plugin_dir).map_err(|err| SandboxError::Open { path: "plugin folder (chdir)".into(), err })?;
 
     // 6. Identity: no capabilities in any set, no groups, the execution's own uid and gid.
@@ -171,7 +185,6 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     // 9. no_new_privs, explicitly: it must hold even where Landlock is absent, and seccomp
     //    needs it to be installed without privilege.
     nix::sys::prctl::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
-    let no_new_privs = nix::sys::prctl::get_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
 
     // 10. Default signal dispositions for the plugin, nothing blocked.
     sys::reset_signals();
@@ -180,16 +193,9 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     //     even a native library's constructors) has run before this line.
     seccomp::install(&seccomp_filter)?;
 
-    let layers = AppliedLayers {
-        namespaces: NAMESPACES.iter().map(|n| n.to_string()).collect(),
-        landlock,
-        seccomp: true,
-        no_new_privs,
-        capabilities_dropped: true,
-        uid: spec.uid,
-        gid: spec.gid,
-    };
-    Ok(Confinement { spec, layers, plugin_dir, entry, request_file, outer })
+    // 12. Read every layer back from the kernel: the report is what holds, not what was asked.
+    let (layers, single_threaded) = verify::measure(&host_namespaces, status_file, landlock, spec.uid, spec.gid)?;
+    Ok(Confinement { spec, layers, single_threaded, plugin_dir, entry, request_file, outer })
 }
 
 /// A read-only memfd holding `request`: sealed against writes, growing and shrinking, so the

@@ -107,7 +107,7 @@ impl OuterLink {
 
 /// Enters the new namespaces and forks. Returns only in the inner runner; the outer runner calls
 /// `announce(inner_pid)` and then waits for the inner runner, exiting as the plugin exited.
-pub fn enter(announce: impl FnOnce(i32)) -> Result<OuterLink, NamespaceError> {
+pub fn enter(single_threaded: &sys::SingleThreaded, announce: impl FnOnce(i32)) -> Result<OuterLink, NamespaceError> {
     let flags = CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWNET
         | CloneFlags::CLONE_NEWNS
@@ -115,7 +115,7 @@ pub fn enter(announce: impl FnOnce(i32)) -> Result<OuterLink, NamespaceError> {
         | CloneFlags::CLONE_NEWUTS;
     unshare(flags).map_err(NamespaceError::Unshare)?;
     let (outer_end, inner_end) = UnixStream::pair().map_err(NamespaceError::Link)?;
-    match sys::fork().map_err(NamespaceError::Fork)? {
+    match sys::fork(single_threaded).map_err(NamespaceError::Fork)? {
         ForkResult::Parent { child } => {
             drop(inner_end);
             announce(child.as_raw());

@@ -51,22 +51,40 @@ pub fn loopback_up() -> io::Result<()> {
     Ok(())
 }
 
+/// Proof that the process had exactly one thread: Landlock, seccomp, setuid and fork act on the
+/// calling thread only, so a second thread would escape them. The runner never starts a
+/// thread, so the proof holds for as long as it is kept (it cannot leave the thread).
+#[derive(Debug)]
+pub struct SingleThreaded(std::marker::PhantomData<*const ()>);
+
+impl SingleThreaded {
+    /// Counts the threads now, from `/proc/self/stat`; a count that cannot be read fails.
+    pub fn check() -> io::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat")?;
+        let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat");
+        let (_, rest) = stat.rsplit_once(')').ok_or_else(malformed)?;
+        let threads: u32 = rest.split_whitespace().nth(17).and_then(|n| n.parse().ok()).ok_or_else(malformed)?;
+        Self::from_count(threads).ok_or_else(|| io::Error::other(format!("{threads} threads")))
+    }
+
+    /// From a thread count the kernel reported in `/proc/self/status`.
+    pub fn from_count(threads: u32) -> Option<Self> {
+        (threads == 1).then_some(SingleThreaded(std::marker::PhantomData))
+    }
+}
+
 /// `fork(2)`, for the single-threaded runner only.
-pub fn fork() -> io::Result<nix::unistd::ForkResult> {
-    assert_single_threaded();
-    // SAFETY: the runner is single-threaded (asserted above), so the child inherits no lock held
+pub fn fork(_: &SingleThreaded) -> io::Result<nix::unistd::ForkResult> {
+    // SAFETY: the process is single-threaded (the proof), so the child inherits no lock held
     // by another thread and may allocate freely.
     unsafe { nix::unistd::fork() }.map_err(io::Error::from)
 }
 
-/// Panics unless the calling process has exactly one thread: Landlock, seccomp, setuid and fork
-/// act on the calling thread only, so a second thread would escape them.
-pub fn assert_single_threaded() {
-    let threads = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
-        .and_then(|rest| rest.split_whitespace().nth(17).and_then(|n| n.parse::<u32>().ok()));
-    assert!(matches!(threads, Some(1) | None), "the runner must be single-threaded, found {threads:?} threads");
+/// The calling thread's seccomp mode (`PR_GET_SECCOMP`): 0 none, 1 strict, 2 filter.
+pub fn seccomp_mode() -> io::Result<i32> {
+    // SAFETY: PR_GET_SECCOMP takes no pointer argument and only reads the task's own state.
+    let mode = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    if mode < 0 { Err(io::Error::last_os_error()) } else { Ok(mode) }
 }
 
 /// Restores the default action of every catchable signal and unblocks them all, so a plugin
@@ -153,10 +171,9 @@ pub fn take_ipc_socket(ipc_fd: RawFd) -> io::Result<std::os::unix::net::UnixStre
 
 /// Replaces the runner's environment (empty, as the daemon starts it) with `vars`, for native
 /// plugins, which read it with `std::env::var` like exec plugins do.
-pub fn set_environment(vars: &[(String, String)]) {
-    assert_single_threaded();
+pub fn set_environment(_: &SingleThreaded, vars: &[(String, String)]) {
     for (key, value) in vars {
-        // SAFETY: the runner is single-threaded (asserted above), so no other thread can read
+        // SAFETY: the process is single-threaded (the proof), so no other thread can read
         // the environment while it changes.
         unsafe { std::env::set_var(key, value) };
     }

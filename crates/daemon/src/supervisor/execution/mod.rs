@@ -20,7 +20,6 @@ use super::pool::{PoolError, Runner, RunnerPool};
 use super::resources::monitor::Usage;
 use super::resources::{Meter, ResourceError, Sandbox, Totals, Verdict};
 use super::workspace::WorkspaceError;
-use crate::catalog::manifest::Runtime;
 use crate::execution_result::{ExecutionResult, ExecutionStatus};
 use crate::proxy::{EgressProxy, ProxyError};
 use crate::sys;
@@ -129,7 +128,7 @@ impl Execution {
         let output_limit = plan.limits.output.0 as usize;
         let (overflow_tx, overflow) = mpsc::channel(4);
         let stdout = tokio::spawn(read_pipe(stdout, output_limit + 1, output_limit, overflow_tx.clone()));
-        let stderr = tokio::spawn(read_pipe(stderr, LOG_KEPT, output_limit.max(LOG_KEPT), overflow_tx.clone()));
+        let stderr = tokio::spawn(read_pipe(stderr, LOG_KEPT, output_limit.max(LOG_KEPT), overflow_tx));
         let mut execution = Execution {
             outer,
             outer_exit,
@@ -147,7 +146,7 @@ impl Execution {
             Ok((pid, pidfd)) => {
                 execution.inner = Some((pid, pidfd));
                 match execution.hand_over(plan, ipc).await {
-                    Ok(ipc) => execution.ipc = Some(tokio::spawn(read_ipc(ipc, output_limit, overflow_tx))),
+                    Ok(ipc) => execution.ipc = Some(tokio::spawn(read_ipc(ipc))),
                     Err(e) => {
                         execution.early_failure = Some((SetupStage::Spawn, ironclaw_protocol::error_chain(&e)));
                     }
@@ -324,7 +323,7 @@ impl Execution {
             memory_limit: plan.limits.memory.0,
             peak_memory: counted_peak.unwrap_or(peak.memory_bytes),
             cpu_limit_ms: plan.limits.cpu_time.0.as_millis() as u64,
-            output_too_large: stdout_overflow || report.too_large,
+            output_too_large: stdout_overflow,
             ipc_garbage: report.garbage,
             confined: report.layers.is_some(),
             unenforceable: self.unenforceable.take(),
@@ -339,11 +338,7 @@ impl Execution {
                 result
             }
             Ending::Responded => {
-                let body = match &plan.plugin.manifest.runtime {
-                    Runtime::Native { .. } => report.response.unwrap_or_default().into_bytes(),
-                    Runtime::Exec { .. } => stdout,
-                };
-                let (status, data, error) = read_response(&body, reaped.exit_code);
+                let (status, data, error) = read_response(&stdout, reaped.exit_code);
                 ExecutionResult { data, ..plan.result(status, error) }
             }
         };

@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 use ironclaw_plugin_sdk::{Response, ResponseStatus};
-use ironclaw_protocol::EXIT_SETUP_FAILED;
 use ironclaw_protocol::message::SetupStage;
 use serde_json::Value;
 
@@ -93,8 +92,6 @@ pub fn classify(o: &Outcome) -> Ending {
     if let Some((stage, message)) = &o.setup_failed {
         return match stage {
             SetupStage::Requirements => Ending::Decided(Denied, message.clone()),
-            SetupStage::Load => Ending::Decided(Error, format!("failed to load the plugin: {message}")),
-            SetupStage::Exec => Ending::Decided(Error, format!("failed to start the plugin: {message}")),
             _ => Ending::Decided(Error, format!("sandbox set-up failed at stage '{stage}': {message}")),
         };
     }
@@ -123,8 +120,9 @@ pub fn classify(o: &Outcome) -> Ending {
         let hint = if s == libc::SIGSYS { " (a forbidden system call)" } else { "" };
         return Ending::Decided(Crashed, format!("the plugin was killed by {name}{hint}"));
     }
-    if let Some(garbage) = o.ipc_garbage.clone().filter(|_| o.reaped.exit_code == Some(EXIT_SETUP_FAILED)) {
-        return Ending::Decided(Error, garbage);
+    if let Some(garbage) = o.ipc_garbage.clone() {
+        // Only the runner's trusted side holds the channel: this is the sandbox's failure.
+        return Ending::Decided(Error, format!("the runner broke its protocol: {garbage}"));
     }
     Ending::Responded
 }

@@ -1,5 +1,5 @@
 //! What an execution's runner sends back, read as it comes: its messages on the IPC channel,
-//! its stdout and stderr, each bounded, each signalling an overflow.
+//! its stdout (the response) and stderr (the log), each bounded, each signalling an overflow.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -10,48 +10,34 @@ use ironclaw_protocol::message::{RunnerMessage, SetupStage};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
+/// The largest runner message: a set-up failure's message, or the layers report.
+const FRAME_LIMIT: usize = 64 * 1024;
+
 /// What the IPC reader saw after the runner's first frame.
 #[derive(Debug, Default)]
 pub struct IpcReport {
     pub layers: Option<AppliedLayers>,
     pub setup_failed: Option<(SetupStage, String)>,
-    pub response: Option<String>,
-    pub too_large: bool,
+    /// A frame out of order, or one that does not decode: the runner broke its protocol.
     pub garbage: Option<String>,
 }
 
-/// Reads the runner's messages after `Spawned`, to the end of the channel.
-pub async fn read_ipc(
-    mut stream: tokio::net::UnixStream,
-    response_limit: usize,
-    overflow: mpsc::Sender<()>,
-) -> IpcReport {
+/// Reads the runner's messages after `Spawned`, to the end of the channel: one `Confined` or
+/// one `SetupFailed`, then nothing (see `ironclaw_protocol::message`).
+pub async fn read_ipc(mut stream: tokio::net::UnixStream) -> IpcReport {
     let mut report = IpcReport::default();
-    // JSON escaping can at most double a body, plus the frame's envelope.
-    let frame_limit = response_limit.saturating_mul(2).saturating_add(4096);
     loop {
-        match frame::read_frame_async::<RunnerMessage>(&mut stream, frame_limit).await {
-            Ok(RunnerMessage::Confined { layers }) if report.layers.is_none() => report.layers = Some(layers),
-            Ok(RunnerMessage::SetupFailed { stage, message }) if report.setup_failed.is_none() => {
+        let decided = report.layers.is_some() || report.setup_failed.is_some();
+        match frame::read_frame_async::<RunnerMessage>(&mut stream, FRAME_LIMIT).await {
+            Ok(RunnerMessage::Confined { layers }) if !decided => report.layers = Some(layers),
+            Ok(RunnerMessage::SetupFailed { stage, message }) if !decided => {
                 report.setup_failed = Some((stage, message));
-            }
-            Ok(RunnerMessage::Response { body }) if report.response.is_none() && report.layers.is_some() => {
-                if body.len() > response_limit {
-                    report.too_large = true;
-                    let _ = overflow.try_send(());
-                }
-                report.response = Some(body);
             }
             Ok(other) => {
                 report.garbage = Some(format!("unexpected message on the runner channel: {other:?}"));
                 break;
             }
             Err(IpcError::Read(_)) => break,
-            Err(IpcError::TooLarge(..)) => {
-                report.too_large = true;
-                let _ = overflow.try_send(());
-                break;
-            }
             Err(e) => {
                 report.garbage = Some(ironclaw_protocol::error_chain(&e));
                 break;
