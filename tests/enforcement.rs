@@ -38,19 +38,28 @@ fn errno_of(v: &Value) -> &str {
 async fn filesystem_reads_outside_the_plugin_folder_are_denied() {
     require_root!();
     let d = hostile().await;
-    // A world-readable file the test owns, outside the plugin folder: only Landlock stops it.
+    // A world-readable file the test owns, outside the plugin folder: absent from the
+    // sandbox's root. Where the root does hold something not granted, Landlock refuses it.
     let outside = tempfile::Builder::new().prefix("ironclaw-secret-").tempfile_in("/tmp").unwrap();
     std::fs::write(outside.path(), "secret").unwrap();
     std::fs::set_permissions(outside.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let outside = outside.path().to_str().unwrap().to_string();
     for plugin in BOTH {
-        for path in ["/etc/shadow", "/etc/passwd", outside.as_str(), "/proc/1/environ", "/sys/kernel/notes"] {
+        let absent = ["/etc/shadow", outside.as_str(), "/sys/kernel/notes", "/home", "/root", "/var/log/syslog"];
+        let refused = ["/proc/1/environ", "/proc/self/status"];
+        for (path, want) in absent.iter().map(|p| (p, "ENOENT")).chain(refused.iter().map(|p| (p, "EACCES"))) {
             let seen = observed(&d, plugin, json!({"attack": "read_file", "path": path})).await;
-            assert_eq!(errno_of(&seen), "EACCES", "{plugin} read {path}: {seen}");
+            assert_eq!(errno_of(&seen), want, "{plugin} read {path}: {seen}");
             assert_eq!(seen["content"], "", "{plugin} read {path}");
         }
-        let seen = observed(&d, plugin, json!({"attack": "list_dir", "path": "/root"})).await;
-        assert_eq!(errno_of(&seen), "EACCES", "{plugin}: {seen}");
+        for (path, want) in [("/root", "ENOENT"), ("/", "EACCES"), ("/etc", "EACCES"), ("/run/ironclaw", "EACCES")] {
+            let seen = observed(&d, plugin, json!({"attack": "list_dir", "path": path})).await;
+            assert_eq!(errno_of(&seen), want, "{plugin} list {path}: {seen}");
+        }
+        // The sandbox's own passwd names the execution's user, none of the host's.
+        let seen = observed(&d, plugin, json!({"attack": "read_file", "path": "/etc/passwd"})).await;
+        let users: Vec<&str> = seen["content"].as_str().unwrap().lines().map(|l| &l[..l.find(':').unwrap()]).collect();
+        assert_eq!(users, ["root", "plugin", "nobody"], "{plugin}: {seen}");
         // Its own folder is readable, at the fixed in-sandbox path.
         let seen = observed(&d, plugin, json!({"attack": "read_file", "path": "plugin.toml"})).await;
         assert_eq!(errno_of(&seen), "OK", "{plugin}: {seen}");
@@ -66,12 +75,20 @@ async fn filesystem_writes_are_denied_everywhere() {
     std::fs::set_permissions(canary_dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let target = canary_dir.path().join("escaped");
     for plugin in BOTH {
-        for path in
-            [target.to_str().unwrap(), "/tmp/ironclaw-escape", "/dev/shm/ironclaw-escape", "/etc/ironclaw-escape"]
-        {
+        let writes = [
+            (target.to_str().unwrap(), "ENOENT"),
+            ("/dev/shm/ironclaw-escape", "ENOENT"),
+            // The sandbox's root is a read-only filesystem (and Landlock's second wall behind).
+            ("/etc/ironclaw-escape", "EROFS"),
+            ("/ironclaw-escape", "EROFS"),
+        ];
+        for (path, want) in writes {
             let seen = observed(&d, plugin, json!({"attack": "write_file", "path": path})).await;
-            assert_eq!(errno_of(&seen), "EACCES", "{plugin} write {path}: {seen}");
+            assert_eq!(errno_of(&seen), want, "{plugin} write {path}: {seen}");
         }
+        // The sandbox's /tmp is its own: writable, and nothing of it reaches the host's.
+        let seen = observed(&d, plugin, json!({"attack": "write_file", "path": "/tmp/ironclaw-escape"})).await;
+        assert_eq!(errno_of(&seen), "OK", "{plugin}: {seen}");
         // Its own folder is a read-only mount inside the sandbox.
         let seen = observed(&d, plugin, json!({"attack": "write_file", "path": "plugin.toml"})).await;
         assert_eq!(errno_of(&seen), "EROFS", "{plugin}: {seen}");
@@ -243,12 +260,13 @@ async fn identity_is_unprivileged_and_the_environment_empty() {
 #[tokio::test]
 async fn library_constructors_run_fully_confined() {
     require_root!();
-    let canary = std::path::Path::new("/tmp/ironclaw-ctor-escape");
+    let canary = std::path::Path::new("/ironclaw-ctor-escape");
     let _ = std::fs::remove_file(canary);
     let d = Daemon::with_plugins(&["ctor_native"]).await;
     let seen = observed(&d, "ctor_native", json!({})).await;
-    assert_eq!(seen["open_shadow"], json!({"ret": -1, "errno": libc::EACCES}), "{seen}");
-    assert_eq!(seen["create_tmp"], json!({"ret": -1, "errno": libc::EACCES}), "{seen}");
+    assert_eq!(seen["open_shadow"], json!({"ret": -1, "errno": libc::ENOENT}), "{seen}");
+    assert_eq!(seen["open_root"], json!({"ret": -1, "errno": libc::EACCES}), "Landlock is in place: {seen}");
+    assert_eq!(seen["create_in_root"], json!({"ret": -1, "errno": libc::EROFS}), "{seen}");
     assert_eq!(seen["ptrace"], json!({"ret": -1, "errno": libc::EPERM}), "{seen}");
     assert_eq!(seen["no_new_privs"]["ret"], 1, "{seen}");
     assert_eq!(seen["seccomp_mode"]["ret"], 2, "seccomp is in filter mode before dlopen: {seen}");
@@ -367,7 +385,9 @@ async fn python_plugins_run_under_the_same_sandbox() {
     let r = d.exec("echo_py", json!({"hello": "world"})).await;
     assert_eq!(r["status"], "success", "{r}");
     assert_eq!(r["data"]["echo"], json!({"hello": "world"}));
-    assert_eq!(r["data"]["etc_passwd"], "Permission denied");
+    assert_eq!(r["data"]["etc_passwd_users"], json!(["root", "plugin", "nobody"]));
+    assert_eq!(r["data"]["etc_shadow"], "No such file or directory");
+    assert_eq!(r["data"]["list_root"], "Permission denied");
     assert_eq!(r["data"]["cwd_files"], json!(["main.py", "plugin.toml"]));
     assert!(r["data"]["uid"].as_u64().unwrap() >= d.uid_base as u64);
     assert_eq!(r["layers"]["sandbox"]["landlock"]["status"], "fully_enforced");

@@ -413,19 +413,22 @@ fn filesystem_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
     let canary_dir = c.dir.path().display().to_string();
     let plugins = d.dir.path().join("plugins");
     let neighbour_ws = d.dir.path().join("state/workspaces").join(NEIGHBOUR);
-    s.errno("filesystem", "read an absolute path (/etc/shadow)", &BOTH, read("/etc/shadow"), "EACCES");
-    s.errno("filesystem", "read a world-readable host file", &BOTH, read(&secret), "EACCES");
-    s.errno("filesystem", "climb out with ..", &BOTH, read("../../../../../../../etc/passwd"), "EACCES");
+    // The sandbox's root is its own: the host's files are absent (ENOENT), and what the root
+    // holds but does not grant, Landlock refuses (EACCES).
+    s.errno("filesystem", "read an absolute path (/etc/shadow)", &BOTH, read("/etc/shadow"), "ENOENT");
+    s.errno("filesystem", "read a world-readable host file", &BOTH, read(&secret), "ENOENT");
+    s.errno("filesystem", "climb out with ..", &BOTH, read("../../../../../../../etc/shadow"), "ENOENT");
     s.errno(
         "filesystem",
         "write a world-writable host directory",
         &BOTH,
         write(&format!("{canary_dir}/escaped")),
-        "EACCES",
+        "ENOENT",
     );
-    s.errno("filesystem", "write /tmp and /dev/shm", &BOTH, write("/dev/shm/ironclaw-escape"), "EACCES");
+    s.errno("filesystem", "write /dev/shm", &BOTH, write("/dev/shm/ironclaw-escape"), "ENOENT");
+    s.errno("filesystem", "write the sandbox's root", &BOTH, write("/ironclaw-escape"), "EROFS");
     s.errno("filesystem", "through /proc/1/root", &BOTH, read(&format!("/proc/1/root{secret}")), "EACCES");
-    s.errno("filesystem", "through /proc/self/root", &BOTH, read("/proc/self/root/etc/shadow"), "EACCES");
+    s.errno("filesystem", "through /proc/self/root", &BOTH, read("/proc/self/root/etc/shadow"), "ENOENT");
     s.errno(
         "filesystem",
         "list /proc/self/fd for inherited descriptors",
@@ -465,21 +468,21 @@ fn filesystem_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
             attack("symlink", json!({"target": secret, "link": format!("{WORKSPACE}/link")})),
             read(&format!("{WORKSPACE}/link")),
         ],
-        Expect::Errno("EACCES"),
+        Expect::Errno("ENOENT"),
     );
     s.errno(
         "filesystem",
         "follow a symlink planted from the host",
         &[GRANTED],
         read(&format!("{WORKSPACE}/planted")),
-        "EACCES",
+        "ENOENT",
     );
     s.errno(
         "filesystem",
         "hard-link a host file into the workspace",
         &[GRANTED],
         attack("hardlink", json!({"target": secret, "link": format!("{WORKSPACE}/hard")})),
-        "EXDEV",
+        "ENOENT",
     );
     // mknod is not on the seccomp allowlist at all: FIFOs and device nodes look unsupported.
     s.errno(
@@ -543,21 +546,73 @@ fn filesystem_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
         "write another plugin's folder",
         &BOTH,
         write(&plugins.join(NEIGHBOUR).join("plugin.toml").display().to_string()),
-        "EACCES",
+        "ENOENT",
     );
     s.errno(
         "filesystem",
         "read another plugin's workspace",
         &[GRANTED],
         read(&neighbour_ws.join("note.txt").display().to_string()),
-        "EACCES",
+        "ENOENT",
     );
     s.errno(
         "filesystem",
         "write another plugin's workspace",
         &[GRANTED],
         write(&neighbour_ws.join("note.txt").display().to_string()),
-        "EACCES",
+        "ENOENT",
+    );
+}
+
+/// The sandbox's root holds only what plugins need: the host's directories are absent, not
+/// merely unreadable, so not even their metadata or names are reachable.
+fn root_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
+    let stat = |path: &str| attack("stat", json!({"path": path}));
+    let state = d.dir.path().join("state").display().to_string();
+    let canary_dir = c.dir.path().display().to_string();
+    let absent = [
+        ("the host's /home", "/home"),
+        ("the host's /root", "/root"),
+        ("the host's /var", "/var"),
+        ("the host's /srv and /opt", "/opt"),
+        ("the host's /boot", "/boot"),
+        ("the host's /run (systemd, D-Bus)", "/run/systemd"),
+        ("the host's /tmp (a directory in it)", &canary_dir),
+        ("the daemon's state directory", &state),
+        ("/dev/shm", "/dev/shm"),
+        ("/sys", "/sys"),
+    ];
+    for (what, path) in absent {
+        s.add("root", &format!("stat {what}"), &BOTH, vec![stat(path)], Expect::Errno("ENOENT"));
+    }
+    // The same call works on what the root holds: the answers above are absence, not a refusal.
+    s.errno("root", "stat a system file the root holds", &BOTH, stat("/usr/bin/true"), "OK");
+    s.add(
+        "root",
+        "list /tmp for the host's files",
+        &BOTH,
+        vec![attack("list_dir", json!({"path": "/tmp"}))],
+        check(|r| match r["data"]["entries"].as_array() {
+            Some(entries) if entries.is_empty() => Ok(()),
+            _ => Err(format!("expected the sandbox's own, empty /tmp: {}", r["data"])),
+        }),
+    );
+    s.errno("root", "list /", &BOTH, attack("list_dir", json!({"path": "/"})), "EACCES");
+    s.errno("root", "list /etc", &BOTH, attack("list_dir", json!({"path": "/etc"})), "EACCES");
+    s.add(
+        "root",
+        "read the host's users from /etc/passwd",
+        &BOTH,
+        vec![read("/etc/passwd")],
+        check(|r| {
+            let content = r["data"]["content"].as_str().unwrap_or_default();
+            let users: Vec<&str> = content.lines().filter_map(|l| l.split(':').next()).collect();
+            if users == ["root", "plugin", "nobody"] {
+                Ok(())
+            } else {
+                Err(format!("expected the sandbox's own users: {users:?}"))
+            }
+        }),
     );
 }
 
@@ -814,6 +869,13 @@ fn resource_attempts(s: &mut Suite, backend: &str) {
     );
     s.add(
         "resources",
+        "memory in files of the sandbox's /tmp",
+        &[HOARDER],
+        vec![attack("hidden_memory", json!({"how": "tmp_files", "count": 64, "mib": 16, "hold_seconds": 2}))],
+        Expect::Status("memory_limit", None),
+    );
+    s.add(
+        "resources",
         "a SysV shared memory segment",
         &[HOARDER],
         vec![attack("hidden_memory", json!({"how": "sysv", "count": 64, "mib": 16}))],
@@ -928,21 +990,21 @@ fn leak_attempts(s: &mut Suite, d: &Daemon) {
     s.errno("leaks", "/proc/1/environ", &BOTH, read("/proc/1/environ"), "EACCES");
     s.errno("leaks", "/proc/1/cmdline", &BOTH, read("/proc/1/cmdline"), "EACCES");
     s.errno("leaks", "the kernel log (syslog)", &BOTH, raw_syscall(libc::SYS_syslog, &[3, 0, 0]), "EPERM");
-    s.errno("leaks", "the kernel log (/dev/kmsg)", &BOTH, read("/dev/kmsg"), "EACCES");
-    s.errno("leaks", "/sys", &BOTH, attack("list_dir", json!({"path": "/sys/class/net"})), "EACCES");
+    s.errno("leaks", "the kernel log (/dev/kmsg)", &BOTH, read("/dev/kmsg"), "ENOENT");
+    s.errno("leaks", "/sys", &BOTH, attack("list_dir", json!({"path": "/sys/class/net"})), "ENOENT");
     s.errno(
         "leaks",
         "the daemon's config file",
         &BOTH,
         read(&d.dir.path().join("ironclawd.toml").display().to_string()),
-        "EACCES",
+        "ENOENT",
     );
     s.errno(
         "leaks",
         "the secrets file",
         &BOTH,
         read(&d.dir.path().join("secrets.toml").display().to_string()),
-        "EACCES",
+        "ENOENT",
     );
 }
 
@@ -1073,6 +1135,7 @@ async fn no_escape_attempt_gets_through() {
 
     let mut s = Suite::default();
     filesystem_attempts(&mut s, &c, &d);
+    root_attempts(&mut s, &c, &d);
     credential_attempts(&mut s);
     kernel_attempts(&mut s);
     network_attempts(&mut s, &c, &d);

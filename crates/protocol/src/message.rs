@@ -32,6 +32,8 @@ pub enum SetupStage {
     /// Receiving the spec.
     Spec,
     Rlimits,
+    /// Building the sandbox's own root filesystem.
+    Root,
     /// Opening the plugin folder and its entry.
     OpenPlugin,
     Landlock,
@@ -64,6 +66,7 @@ impl SetupStage {
             SetupStage::Namespaces => "namespaces",
             SetupStage::Spec => "spec",
             SetupStage::Rlimits => "rlimits",
+            SetupStage::Root => "root",
             SetupStage::OpenPlugin => "open_plugin",
             SetupStage::Landlock => "landlock",
             SetupStage::Seccomp => "seccomp",

@@ -25,6 +25,8 @@ pub struct RunnerSpec {
     pub write_paths: Vec<PathBuf>,
     /// The plugin's workspace, mounted at `namespaces::WORKSPACE_MOUNT`.
     pub workspace: Option<WorkspaceSpec>,
+    /// The size of the sandbox's private `/tmp`, in bytes: its pages are the execution's memory.
+    pub tmp_size: u64,
     /// The egress proxy's port on the sandbox's loopback: the one TCP port it may connect to.
     pub proxy_port: Option<u16>,
     /// Environment of the plugin: nothing but these variables.

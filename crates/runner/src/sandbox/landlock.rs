@@ -20,16 +20,32 @@ use ironclaw_protocol::layers::{LandlockEnforcement, LandlockReport};
 /// The newest ABI this ruleset was written and tested against.
 const TARGET_ABI: ABI = ABI::V7;
 
-/// System locations a dynamically linked program or an interpreter reads. `/etc` is not among
-/// them: only the dynamic loader's cache is.
-pub const SYSTEM_READ_PATHS: &[&str] =
-    &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/localtime"];
-/// Device files a plugin may read (randomness, zeroes) or read and write (`/dev/null`).
+/// System locations a dynamically linked program or an interpreter reads, all in the sandbox's
+/// own root (see `root`): its `/etc` holds only these files, generated or bound read-only.
+pub const SYSTEM_READ_PATHS: &[&str] = &[
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/bin",
+    "/sbin",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/hosts",
+];
+/// The sandbox's private `/tmp`, capped and counted as memory.
+const PRIVATE_TMP: &str = "/tmp";
+/// Device files a plugin may read (randomness, zeroes) or read and write (`/dev/null`,
+/// `/dev/full`).
 const DEVICE_READ_PATHS: &[&str] = &["/dev/urandom", "/dev/random"];
 /// A shared mapping of `/dev/zero` is a shmem object whose pages no RSS shows once dropped from
 /// the page tables: readable only where cgroup v2 counts that memory.
 const ZERO_DEVICE: &str = "/dev/zero";
-const DEVICE_READ_WRITE_PATHS: &[&str] = &["/dev/null"];
+const DEVICE_READ_WRITE_PATHS: &[&str] = &["/dev/null", "/dev/full"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LandlockError {
@@ -74,7 +90,8 @@ impl Grants {
         let zero = plugin.zero_device.then_some(&ZERO_DEVICE);
         let system = SYSTEM_READ_PATHS.iter().chain(DEVICE_READ_PATHS).chain(zero).map(PathBuf::from);
         let workspace = plugin.workspace.map(Path::to_path_buf);
-        let granted = plugin.write.iter().chain(workspace.as_ref());
+        let private_tmp = PathBuf::from(PRIVATE_TMP);
+        let granted = plugin.write.iter().chain(workspace.as_ref()).chain([&private_tmp]);
         let paths = system
             .chain(plugin.read.iter().cloned())
             .map(|p| (p, read))

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod landlock;
 pub mod namespaces;
 pub mod rlimits;
+pub mod root;
 pub mod seccomp;
 #[allow(unsafe_code)]
 pub mod sys;
@@ -41,6 +42,8 @@ pub enum SandboxError {
     Spec(#[source] IpcError),
     #[error(transparent)]
     Rlimits(#[from] rlimits::RlimitError),
+    #[error("failed to build the sandbox's root")]
+    Root(#[from] root::RootError),
     #[error("failed to open {path}")]
     Open {
         path: String,
@@ -74,6 +77,7 @@ impl SandboxError {
             SandboxError::Namespaces(_) => SetupStage::Namespaces,
             SandboxError::Spec(_) => SetupStage::Spec,
             SandboxError::Rlimits(_) => SetupStage::Rlimits,
+            SandboxError::Root(_) => SetupStage::Root,
             SandboxError::Open { .. } => SetupStage::OpenPlugin,
             SandboxError::Landlock(_) => SetupStage::Landlock,
             SandboxError::Seccomp(_) => SetupStage::Seccomp,
@@ -122,13 +126,15 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     // 2. Namespaces: pid, net, mount, ipc, uts. This forks: the outer runner stays in the
     //    daemon's namespaces and announces the inner runner's pid, which is the first frame the
     //    daemon reads (the daemon moves both into the execution's cgroup before it answers).
-    //    Then a private mount tree, a fresh /proc, loopback up. Nothing here depends on the
-    //    plugin, so a pre-started runner can wait after this step.
+    //    Then a private mount tree, loopback up, and the plugin-independent part of the
+    //    sandbox's own root (system directories, /dev, a fresh /proc). Nothing here depends on
+    //    the plugin, so a pre-started runner can wait after this step.
     let outer = namespaces::enter(&single_threaded, |pid| {
         let _ = frame::write_frame(ipc, &RunnerMessage::Spawned { pid });
     })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(SandboxError::DeathSignal)?;
     namespaces::populate()?;
+    root::prepare()?;
 
     // 3. The spec. The daemon sends it once the runner is in its cgroup.
     let spec: RunnerSpec = frame::read_frame(ipc).map_err(SandboxError::Spec)?;
@@ -136,18 +142,25 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     // 4. rlimits, while we may still set any value.
     rlimits::apply(&spec.rlimits)?;
 
-    // 5. The plugin folder, read-only at a fixed path inside the sandbox, then open what the
-    //    plugin needs while we are still root. Compile the seccomp filter now too: it
-    //    allocates, and nothing after the drop should be able to fail for lack of memory.
-    //    The workspace, if any, beside it; files the plugin creates stay group-writable so the
-    //    next execution (under another slot's uid, the same group) can use them.
-    namespaces::mount_plugin_dir(&spec.plugin_dir)?;
-    if let Some(workspace) = &spec.workspace {
-        namespaces::mount_workspace(&workspace.path, workspace.read_only)?;
+    // 5. The root completed and entered: the plugin folder read-only at a fixed path, the
+    //    workspace beside it, the granted paths, a private /tmp; the host's root detached.
+    //    Then open what the plugin needs while we are still root. Compile the seccomp filter
+    //    now too: it allocates, and nothing after the drop should be able to fail for lack of
+    //    memory. Files the plugin creates in its workspace stay group-writable so the next
+    //    execution (under another slot's uid, the same group) can use them.
+    root::enter(root::Execution {
+        plugin_dir: &spec.plugin_dir,
+        workspace: spec.workspace.as_ref().map(|w| (w.path.as_path(), w.read_only)),
+        read: &spec.read_paths,
+        write: &spec.write_paths,
+        uid: spec.uid,
+        gid: spec.gid,
+        tmp_size: spec.tmp_size,
+    })?;
+    if spec.workspace.is_some() {
         nix::sys::stat::umask(Mode::from_bits_truncate(0o007));
     }
-    let plugin_dir =
-        open_path(Path::new(namespaces::PLUGIN_MOUNT), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
+    let plugin_dir = open_path(Path::new(root::PLUGIN_MOUNT), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)?;
     let entry = open_entry(&plugin_dir, &spec.runtime)?;
     let request_file = match spec.runtime {
         RuntimeSpec::Exec { .. } => Some(request_file(spec.request.as_bytes())?),

@@ -21,7 +21,6 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 use super::sys;
-use ironclaw_protocol::WORKSPACE_MOUNT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
@@ -35,22 +34,11 @@ pub enum NamespaceError {
     OuterGone,
     #[error("failed to make mount propagation private")]
     PrivateMounts(#[source] nix::Error),
-    #[error("failed to mount a fresh /proc")]
-    Proc(#[source] nix::Error),
     #[error("failed to bring up loopback")]
     Loopback(#[source] io::Error),
     #[error("failed to set the hostname")]
     Hostname(#[source] nix::Error),
-    #[error("failed to expose the plugin folder at {PLUGIN_MOUNT}")]
-    PluginMount(#[source] nix::Error),
-    #[error("failed to mount the workspace at {WORKSPACE_MOUNT}")]
-    WorkspaceMount(#[source] nix::Error),
 }
-
-/// Where the plugin folder appears inside the sandbox, read-only. Its parents are world
-/// traversable, so interpreters that make paths absolute (python3 main.py) still reach it
-/// after the uid drop, wherever the folder lies on the host (even under a 0700 home).
-pub const PLUGIN_MOUNT: &str = "/run/ironclaw/plugin";
 
 pub const HOSTNAME: &str = "ironclaw-sandbox";
 
@@ -194,41 +182,7 @@ pub fn populate() -> Result<(), NamespaceError> {
     // Nothing mounted here may propagate back to the host.
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(NamespaceError::PrivateMounts)?;
-    // A procfs of the new pid namespace: the plugin sees only its own processes.
-    let proc_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("proc"), "/proc", Some("proc"), proc_flags, None::<&str>).map_err(NamespaceError::Proc)?;
     sys::loopback_up().map_err(NamespaceError::Loopback)?;
     nix::unistd::sethostname(HOSTNAME).map_err(NamespaceError::Hostname)?;
     Ok(())
-}
-
-/// Mounts a fresh tmpfs over `/run` (hiding the host's runtime sockets: D-Bus, systemd, the
-/// daemon's own API) and binds the plugin folder read-only at [`PLUGIN_MOUNT`].
-pub fn mount_plugin_dir(plugin_dir: &std::path::Path) -> Result<(), NamespaceError> {
-    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(Some("tmpfs"), "/run", Some("tmpfs"), hardened | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k,nr_inodes=64"))
-        .map_err(NamespaceError::PluginMount)?;
-    nix::unistd::mkdir("/run/ironclaw", nix::sys::stat::Mode::from_bits_truncate(0o755))
-        .and_then(|()| nix::unistd::mkdir(PLUGIN_MOUNT, nix::sys::stat::Mode::from_bits_truncate(0o755)))
-        .map_err(NamespaceError::PluginMount)?;
-    mount(Some(plugin_dir), PLUGIN_MOUNT, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(NamespaceError::PluginMount)?;
-    let read_only = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | hardened;
-    mount(None::<&str>, PLUGIN_MOUNT, None::<&str>, read_only, None::<&str>).map_err(NamespaceError::PluginMount)?;
-    Ok(())
-}
-
-/// Binds the plugin's workspace at [`WORKSPACE_MOUNT`]: no set-uid, no devices, nothing
-/// executable, and read-only when it is full.
-pub fn mount_workspace(workspace: &std::path::Path, read_only: bool) -> Result<(), NamespaceError> {
-    nix::unistd::mkdir(WORKSPACE_MOUNT, nix::sys::stat::Mode::from_bits_truncate(0o755))
-        .map_err(NamespaceError::WorkspaceMount)?;
-    mount(Some(workspace), WORKSPACE_MOUNT, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(NamespaceError::WorkspaceMount)?;
-    let mut flags =
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    if read_only {
-        flags |= MsFlags::MS_RDONLY;
-    }
-    mount(None::<&str>, WORKSPACE_MOUNT, None::<&str>, flags, None::<&str>).map_err(NamespaceError::WorkspaceMount)
 }

@@ -152,6 +152,7 @@ impl ExecutionPlan {
                 .collect(),
             write_paths: self.effective.fs_write.iter().map(|g| g.value.0.clone()).collect(),
             workspace: workspace.map(|w| WorkspaceSpec { path: w.path.clone(), read_only: w.read_only }),
+            tmp_size: self.limits.memory.0,
             proxy_port: (!self.effective.network.is_empty()).then_some(PROXY_PORT),
             env: self.plugin_env(workspace.is_some()),
             requirements: self.requirements.clone(),

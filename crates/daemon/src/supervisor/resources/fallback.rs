@@ -151,6 +151,10 @@ impl Meter for FallbackMeter {
             }
             Err(e) => return Verdict::CannotEnforce(format!("cannot measure the sandbox's socket buffers ({e})")),
         }
+        match private_tmp_bytes(init) {
+            Ok(bytes) => usage.memory_bytes += bytes,
+            Err(e) => return Verdict::CannotEnforce(format!("cannot measure the sandbox's /tmp ({e})")),
+        }
         let cpu = match &mut self.clock {
             Some(clock) => match clock.read_ms() {
                 Ok(ms) => ms,
@@ -197,5 +201,30 @@ impl Meter for FallbackMeter {
         self.freezer = None;
         let cpu_time_ms = self.clock.as_mut().and_then(|clock| clock.read_ms().ok());
         Totals { cpu_time_ms, peak_memory_bytes: None, oom_killed: false }
+    }
+}
+
+/// What the sandbox's private `/tmp` (a tmpfs: its pages are memory no process map shows)
+/// holds. Nothing while the runner is still building its root (no such directory yet, or still
+/// the host's own `/tmp`) or once it is gone.
+fn private_tmp_bytes(init: i32) -> std::io::Result<u64> {
+    use nix::sys::statfs::{TMPFS_MAGIC, statfs};
+    use std::os::unix::fs::MetadataExt;
+    let tmp = format!("/proc/{init}/root/tmp");
+    let gone = |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH));
+    let device = match std::fs::metadata(&tmp) {
+        Ok(meta) => meta.dev(),
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if std::fs::metadata("/tmp").is_ok_and(|host| host.dev() == device) {
+        return Ok(0);
+    }
+    match statfs(tmp.as_str()) {
+        Ok(fs) if fs.filesystem_type() == TMPFS_MAGIC => {
+            Ok(fs.blocks().saturating_sub(fs.blocks_free()) as u64 * fs.block_size() as u64)
+        }
+        Ok(_) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH) => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
