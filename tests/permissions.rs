@@ -143,43 +143,43 @@ async fn workspace_escapes_fail_at_the_kernel() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
     let secret_path = secret.display().to_string();
     for plugin in ["granted_native", "granted_exec"] {
-        // `..` out of the workspace, and absolute paths: Landlock denies them.
+        // `..` out of the workspace, and absolute paths: the sandbox's root does not hold them.
         let dotdot = format!("{WORKSPACE}/../../..{secret_path}");
-        for path in [dotdot.as_str(), secret_path.as_str(), "/etc/passwd", "/proc/self/root/etc/passwd"] {
+        for path in [dotdot.as_str(), secret_path.as_str(), "/etc/shadow", "/proc/self/root/etc/shadow"] {
             let r = d.exec(plugin, json!({"attack": "read_file", "path": path})).await;
-            assert_eq!(errno(&r), "EACCES", "{plugin} read {path}: {r}");
+            assert_eq!(errno(&r), "ENOENT", "{plugin} read {path}: {r}");
             assert_eq!(r["data"]["content"], "", "{plugin} {path}");
         }
         let escape = outside.path().join(format!("{plugin}-written"));
         let r = d
             .exec(plugin, json!({"attack": "write_file", "path": format!("{WORKSPACE}/../../..{}", escape.display())}))
             .await;
-        assert_eq!(errno(&r), "EACCES", "{plugin}: {r}");
+        assert_eq!(errno(&r), "ENOENT", "{plugin}: {r}");
         assert!(!escape.exists());
 
-        // A symlink the plugin plants in its workspace, pointing out: following it is denied.
+        // A symlink the plugin plants in its workspace, pointing out: it leads nowhere.
         let link = format!("{WORKSPACE}/{plugin}-link");
         let r = d.exec(plugin, json!({"attack": "symlink", "target": secret_path, "link": link})).await;
         assert_eq!(errno(&r), "OK", "creating a symlink is allowed: {r}");
         let r = d.exec(plugin, json!({"attack": "read_file", "path": link})).await;
-        assert_eq!(errno(&r), "EACCES", "{plugin} through its symlink: {r}");
+        assert_eq!(errno(&r), "ENOENT", "{plugin} through its symlink: {r}");
 
-        // A hard link to an outside file, made from inside: the workspace is a mount of its
-        // own, and the kernel refuses links across mounts.
+        // A hard link to a file of the sandbox's root, made from inside: the workspace is a
+        // mount of its own, and the kernel refuses links across mounts.
         let hard = format!("{WORKSPACE}/{plugin}-hard");
-        let r = d.exec(plugin, json!({"attack": "hardlink", "target": secret_path, "link": hard})).await;
+        let r = d.exec(plugin, json!({"attack": "hardlink", "target": "/etc/passwd", "link": hard})).await;
         assert_eq!(errno(&r), "EXDEV", "{plugin} hard link out of the workspace: {r}");
     }
     // A symlink planted from the host (by anyone able to write the workspace) is no way out.
     let planted = workspace_of(&d, "granted_native").join("planted");
     std::os::unix::fs::symlink(&secret, &planted).unwrap();
     let r = d.exec("granted_native", json!({"attack": "read_file", "path": format!("{WORKSPACE}/planted")})).await;
-    assert_eq!(errno(&r), "EACCES", "{r}");
+    assert_eq!(errno(&r), "ENOENT", "{r}");
     // Another plugin's workspace is out of reach too.
     let other = format!("{}/note.txt", workspace_of(&d, "granted_exec").display());
     std::fs::write(&other, "theirs").unwrap();
     let r = d.exec("granted_native", json!({"attack": "read_file", "path": other})).await;
-    assert_eq!(errno(&r), "EACCES", "{r}");
+    assert_eq!(errno(&r), "ENOENT", "{r}");
 }
 
 #[tokio::test]
@@ -394,4 +394,46 @@ async fn policy_check_validates_offline() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("news: NOT ENABLED: permission network \"newsapi.org\" is not granted"), "{stdout}");
+}
+
+/// Granted host paths appear in the sandbox's root at their own names, bound as the grant says
+/// (read-only, or writable and never executable); a grant through a host symlink reaches its
+/// target; everything beside them stays absent.
+#[tokio::test]
+async fn granted_host_paths_are_bound_at_their_names_and_nothing_beside_them() {
+    require_root!();
+    let base = std::path::Path::new("/tmp/ironclaw-grant-test");
+    let _ = std::fs::remove_dir_all(base);
+    for dir in ["read", "write", "other"] {
+        std::fs::create_dir_all(base.join(dir)).unwrap();
+    }
+    std::fs::write(base.join("read/note.txt"), "granted to read").unwrap();
+    std::fs::write(base.join("other/note.txt"), "not granted").unwrap();
+    std::os::unix::fs::symlink(base.join("read"), base.join("via-link")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(base.join("write"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let policy = format!(
+        "{}\n[plugins.granted_paths]\nreason = \"host path grants\"\nfs_read = [\"{b}/read\", \"{b}/via-link\", \"{b}/absent\"]\nfs_write = [\"{b}/write\"]\n",
+        common::DEFAULT_POLICY,
+        b = base.display()
+    );
+    let d = Daemon::builder().plugins(&["granted_paths"]).policy(&policy).start().await;
+    let exec = |params: Value| d.exec("granted_paths", params);
+
+    for path in ["read/note.txt", "via-link/note.txt"] {
+        let r = exec(json!({"attack": "read_file", "path": base.join(path)})).await;
+        assert_eq!((errno(&r), r["data"]["content"].as_str()), ("OK", Some("granted to read")), "{path}: {r}");
+    }
+    let r = exec(json!({"attack": "write_file", "path": base.join("read/new")})).await;
+    assert_eq!(errno(&r), "EROFS", "a read grant is a read-only mount: {r}");
+    let r = exec(json!({"attack": "write_file", "path": base.join("write/new")})).await;
+    assert_eq!(errno(&r), "OK", "{r}");
+    assert_eq!(std::fs::read_to_string(base.join("write/new")).unwrap(), "escaped", "the write reached the host");
+    let r = exec(json!({"attack": "exec", "path": base.join("write/new")})).await;
+    assert_eq!(errno(&r), "EACCES", "nothing in a write grant runs: {r}");
+    for absent in ["other/note.txt", "absent"] {
+        let r = exec(json!({"attack": "stat", "path": base.join(absent)})).await;
+        assert_eq!(errno(&r), "ENOENT", "{absent}: {r}");
+    }
+    let _ = std::fs::remove_dir_all(base);
 }

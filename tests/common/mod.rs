@@ -42,7 +42,9 @@ pub fn repo_dir() -> PathBuf {
 fn artifact(plugin: &str) -> Option<&'static str> {
     match plugin {
         "calculator" => Some("libcalculator.so"),
-        "misbehave_native" | "misbehave_throttled" | "misbehave_hoarder" | "granted_native" => Some("libmisbehave.so"),
+        "misbehave_native" | "misbehave_throttled" | "misbehave_hoarder" | "granted_native" | "granted_paths" => {
+            Some("libmisbehave.so")
+        }
         "misbehave_exec" | "granted_exec" => Some("misbehave-exec"),
         "file_ops" => Some("libfile_ops.so"),
         "weather" => Some("libweather.so"),

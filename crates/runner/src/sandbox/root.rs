@@ -242,6 +242,19 @@ pub fn enter(execution: Execution) -> Result<(), RootError> {
         }
         bind_host(&open_required(workspace)?, Path::new(WORKSPACE_MOUNT), flags)?;
     }
+    // A private /tmp whose pages are memory: capped at the memory limit, counted against it.
+    // Before the grants, which may lie under /tmp.
+    let tmp = under(NEW_ROOT, Path::new("/tmp"));
+    let tmp_options = format!("mode=1777,size={},nr_inodes=4096", execution.tmp_size.max(4096));
+    mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(tmp_options.as_str()),
+    )
+    .map_err(step("mount", &tmp))?;
+
     // Granted paths at their own names; those the host lacks are skipped, as Landlock does.
     let writable = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let grants = execution.read.iter().map(|p| (p, READ_ONLY)).chain(execution.write.iter().map(|p| (p, writable)));
@@ -262,18 +275,6 @@ pub fn enter(execution: Execution) -> Result<(), RootError> {
     )?;
     write_file("/etc/group", &format!("root:x:0:\nplugin:x:{gid}:\nnogroup:x:65534:\n"))?;
     write_file("/etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost\n")?;
-
-    // A private /tmp whose pages are memory: capped at the memory limit, counted against it.
-    let tmp = under(NEW_ROOT, Path::new("/tmp"));
-    let tmp_options = format!("mode=1777,size={},nr_inodes=4096", execution.tmp_size.max(4096));
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(tmp_options.as_str()),
-    )
-    .map_err(step("mount", &tmp))?;
 
     // The new root read-only, then `/`; the host's root and the staging tmpfs go away.
     let remount = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
