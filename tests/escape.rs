@@ -686,6 +686,34 @@ fn kernel_attempts(s: &mut Suite) {
     ] {
         s.errno("kernel", name, &BOTH, raw_syscall(SYS_ioctl, &[0, request as i64, 0]), "EPERM");
     }
+    // MPTCP is TCP that Landlock's TCP rules do not govern; SCTP is not governed at all.
+    for (name, protocol) in [("MPTCP", IPPROTO_MPTCP), ("SCTP", IPPROTO_SCTP)] {
+        for (family, domain) in [("IPv4", AF_INET), ("IPv6", AF_INET6)] {
+            s.add(
+                "kernel",
+                &format!("an {name} socket over {family}"),
+                &BOTH,
+                vec![raw_syscall(SYS_socket, &[domain as i64, SOCK_STREAM as i64, protocol as i64])],
+                Expect::Errno("EPROTONOSUPPORT"),
+            );
+        }
+    }
+    // prctl answers only the options a runtime uses.
+    for (name, option) in [
+        ("PR_SET_DUMPABLE (make /proc/<pid> readable again)", PR_SET_DUMPABLE),
+        ("PR_SET_PTRACER (invite a tracer)", PR_SET_PTRACER),
+        ("PR_SET_MM (rewrite its own memory map's bounds)", PR_SET_MM),
+        ("PR_SET_SECCOMP (strict mode)", PR_SET_SECCOMP),
+        ("PR_SET_CHILD_SUBREAPER", PR_SET_CHILD_SUBREAPER),
+    ] {
+        s.add(
+            "kernel",
+            &format!("prctl {name}"),
+            &BOTH,
+            vec![raw_syscall(SYS_prctl, &[option as i64, 1, 0])],
+            Expect::Errno("EINVAL"),
+        );
+    }
 }
 
 fn env_names(r: &Value) -> Vec<&str> {

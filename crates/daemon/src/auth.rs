@@ -1,5 +1,5 @@
 //! Who may call what. On the unix socket the caller is identified by the kernel (`SO_PEERCRED`,
-//! and its groups from `/proc/<pid>/status`): root and the admin groups are admins, the executor
+//! and its groups by `SO_PEERGROUPS`): root and the admin groups are admins, the executor
 //! groups may list and execute plugins, everyone else gets 403. On TCP the caller presents a
 //! bearer token (from a root-only file or a systemd credential) with an admin or execute scope,
 //! compared in constant time; no token, 401. Every admin action and every denial goes to the
@@ -86,23 +86,14 @@ impl Peer {
     }
 }
 
-/// The caller's supplementary groups, read while it is connected.
-fn groups_of(pid: Option<i32>) -> Vec<u32> {
-    let status = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok()).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
-        .unwrap_or_default()
-}
-
 impl Peer {
-    /// The caller on a unix socket, from `SO_PEERCRED`.
+    /// The caller on a unix socket, from `SO_PEERCRED` and `SO_PEERGROUPS`.
     pub fn of_unix(stream: &tokio::net::UnixStream) -> Self {
-        match stream.peer_cred() {
-            Ok(cred) => Peer::Unix { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups: groups_of(cred.pid()) },
+        use std::os::fd::AsFd;
+        match (stream.peer_cred(), crate::sys::peer_groups(stream.as_fd())) {
+            (Ok(cred), Ok(groups)) => Peer::Unix { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), groups },
             // No credentials, no rights: an impossible uid.
-            Err(_) => Peer::Unix { uid: u32::MAX, gid: u32::MAX, pid: None, groups: Vec::new() },
+            _ => Peer::Unix { uid: u32::MAX, gid: u32::MAX, pid: None, groups: Vec::new() },
         }
     }
 }

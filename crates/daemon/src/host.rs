@@ -21,6 +21,9 @@ pub struct CgroupSupport {
     /// Whether executions get cgroup v2 limits; when false, `reason` says why.
     pub usable: bool,
     pub reason: Option<String>,
+    /// Whether the kernel accounts swap per cgroup (`memory.swap.max` exists): without it an
+    /// execution's pages may be swapped out past `memory.max`.
+    pub swap_accounted: bool,
 }
 
 /// What the host kernel offers, probed at start-up.
@@ -91,6 +94,16 @@ impl HostSupport {
     pub fn find_resource_gaps(&self) -> Vec<String> {
         let mut gaps = Vec::new();
         if self.resource_backend() == ResourceBackend::CgroupV2 {
+            let swap_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+                m.lines().find_map(|l| l.strip_prefix("SwapTotal:")?.split_whitespace().next()?.parse::<u64>().ok())
+            });
+            if !self.cgroup_v2.swap_accounted && swap_kib.is_some_and(|kib| kib > 0) {
+                gaps.push(format!(
+                    "memory: swap is not accounted per cgroup on this host (no memory.swap.max), so an execution's \
+                     pages may be swapped out past memory.max, into the host's {} KiB of swap",
+                    swap_kib.unwrap_or(0)
+                ));
+            }
             return gaps;
         }
         if let Some(reason) = &self.task_clock_unavailable {

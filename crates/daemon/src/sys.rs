@@ -90,3 +90,34 @@ pub fn take_listener(fd: RawFd) -> std::os::unix::net::UnixListener {
     // this process, nothing else in the daemon owns it, and it is taken exactly once.
     unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) }
 }
+
+/// The supplementary groups of a unix socket's peer, as the kernel recorded them when it
+/// connected (`SO_PEERGROUPS`): no pid to look up, so none that could have been reused.
+pub fn peer_groups(socket: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` holds `len` writable bytes; the kernel writes at most that many and
+        // sets `len` to what it wrote (or, with ERANGE, to what it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        match rc {
+            0 => {
+                groups.truncate(count);
+                return Ok(groups);
+            }
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) && count > groups.len() => {
+                groups.resize(count, 0);
+            }
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}

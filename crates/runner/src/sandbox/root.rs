@@ -56,9 +56,13 @@ const STAGING: &str = "/tmp";
 
 /// System directories bound read-only, or recreated as the same symlink (merged `/usr`).
 const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"];
-/// Host files of `/etc` a runtime reads: the loader's cache, the time zone, TLS trust (the
-/// certificate directory only: never `/etc/ssl/private`).
-const ETC_FROM_HOST: &[&str] = &["/etc/ld.so.cache", "/etc/localtime", "/etc/ssl/certs", "/etc/ssl/openssl.cnf"];
+/// Host files of `/etc` a runtime reads, copied into the new root: the loader's cache, OpenSSL's
+/// configuration. (A copy costs less than a bind mount, and is the host's as of the runner's
+/// start.)
+const ETC_COPIED: &[&str] = &["/etc/ld.so.cache", "/etc/ssl/openssl.cnf"];
+/// What `/etc` holds from the host beyond the copies: the time zone (a symlink into `/usr`) and
+/// TLS trust (the certificate directory only: never `/etc/ssl/private`).
+const ETC_FROM_HOST: &[&str] = &["/etc/localtime", "/etc/ssl/certs"];
 /// The device nodes a plugin gets, bound from the host's.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
@@ -145,10 +149,21 @@ pub fn prepare() -> Result<(), RootError> {
     nix::unistd::chdir("/").map_err(step("enter", "/"))?;
 
     // The new root's own filesystem: directories and mount points only, read-only at the end.
-    mount(Some("tmpfs"), NEW_ROOT, Some("tmpfs"), tmpfs, Some("mode=0755,size=256k,nr_inodes=256"))
+    mount(Some("tmpfs"), NEW_ROOT, Some("tmpfs"), tmpfs, Some("mode=0755,size=4m,nr_inodes=256"))
         .map_err(step("mount the new root on", NEW_ROOT))?;
     for dir in SYSTEM_DIRS.iter().chain(ETC_FROM_HOST) {
         from_host(dir)?;
+    }
+    for file in ETC_COPIED {
+        let target = under(NEW_ROOT, Path::new(file));
+        if let Some(parent) = target.parent() {
+            mkdir_all(parent)?;
+        }
+        match std::fs::copy(under(OLD_ROOT, Path::new(file)), &target) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(RootError::Write { path: file.to_string(), err }),
+        }
     }
 
     let dev = under(NEW_ROOT, Path::new("/dev"));
@@ -156,10 +171,12 @@ pub fn prepare() -> Result<(), RootError> {
     let dev_flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     mount(Some("tmpfs"), &dev, Some("tmpfs"), dev_flags, Some("mode=0755,size=16k,nr_inodes=32"))
         .map_err(step("mount", &dev))?;
+    // Each node bound from the host's (no remount: a device node has nothing to run or set).
     for device in DEVICES {
         let target = dev.join(device);
         mount_point(&target, false)?;
-        bind(&under(OLD_ROOT, &Path::new("/dev").join(device)), &target, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
+        let source = under(OLD_ROOT, &Path::new("/dev").join(device));
+        mount(Some(&source), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(step("bind", &target))?;
     }
     for (name, link) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1")]
         .into_iter()
@@ -279,10 +296,11 @@ pub fn enter(execution: Execution) -> Result<(), RootError> {
     // The new root read-only, then `/`; the host's root and the staging tmpfs go away.
     let remount = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(None::<&str>, NEW_ROOT, None::<&str>, remount, None::<&str>).map_err(step("make read-only", NEW_ROOT))?;
-    umount2(OLD_ROOT, MntFlags::MNT_DETACH).map_err(step("detach", OLD_ROOT))?;
     nix::unistd::chdir(NEW_ROOT).map_err(step("enter", NEW_ROOT))?;
+    // The staging root ends up stacked on the new one; detaching it detaches the host's root
+    // beneath it too, in one lazy unmount (each unmount waits for an RCU grace period).
     nix::unistd::pivot_root(".", ".").map_err(step("pivot into", NEW_ROOT))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(step("detach", "the staging root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(step("detach", "the staging root and the host's"))?;
     nix::unistd::chdir("/").map_err(step("enter", "/"))
 }
 

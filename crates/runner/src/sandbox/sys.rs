@@ -178,3 +178,24 @@ pub fn set_environment(_: &SingleThreaded, vars: &[(String, String)]) {
         unsafe { std::env::set_var(key, value) };
     }
 }
+
+/// Calls syscall `nr`, for the kernel test of the seccomp filter, and returns the errno it
+/// failed with (0 if it ran).
+#[cfg(test)]
+pub fn refused_syscall(nr: u32, args: [u64; 6]) -> i32 {
+    let [a, b, c, d, e, f] = args;
+    // SAFETY: the test passes only calls its filter refuses, so the kernel never runs them; it
+    // makes them unprivileged, in namespaces of its own, so even a call the filter wrongly let
+    // through has zero or harmless arguments and no privilege. No memory is passed.
+    let ret = unsafe { libc::syscall(libc::c_long::from(nr), a, b, c, d, e, f) };
+    if ret < 0 { io::Error::last_os_error().raw_os_error().unwrap_or(-1) } else { 0 }
+}
+
+/// getpid through the i386 entry point (`int 0x80`), for the kernel test of the filter.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub fn i386_getpid() {
+    let mut nr: i64 = 20;
+    // SAFETY: i386 getpid takes no arguments and touches no memory.
+    unsafe { std::arch::asm!("int 0x80", inout("rax") nr, options(nostack)) };
+    let _ = nr;
+}

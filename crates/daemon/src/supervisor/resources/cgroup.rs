@@ -58,6 +58,8 @@ fn own_cgroup(proc_cgroup: &str) -> Option<PathBuf> {
 #[derive(Debug)]
 pub struct CgroupRoot {
     base: PathBuf,
+    /// Whether leaves have `memory.swap.max` to write.
+    swap_accounted: bool,
 }
 
 /// Probes the host. Returns the report, and the subtree when cgroup v2 limits can be used.
@@ -76,6 +78,7 @@ fn detect_from(mountinfo: &str, proc_cgroup: &str, root: bool) -> (CgroupSupport
         controllers: vec![],
         usable: false,
         reason: None,
+        swap_accounted: false,
     };
     let (Some(mount), Some(own)) = (mount, own) else {
         support.reason = Some("no cgroup2 hierarchy is mounted".into());
@@ -113,7 +116,8 @@ fn detect_from(mountinfo: &str, proc_cgroup: &str, root: bool) -> (CgroupSupport
         None
     };
     support.usable = support.reason.is_none();
-    let root = support.usable.then_some(CgroupRoot { base });
+    support.swap_accounted = base.join("memory.swap.max").is_file();
+    let root = support.usable.then_some(CgroupRoot { base, swap_accounted: support.swap_accounted });
     (support, root)
 }
 
@@ -144,16 +148,19 @@ impl CgroupRoot {
         std::fs::create_dir(&path).map_err(|e| CgroupError::Create(path.clone(), e))?;
         let cgroup = ExecCgroup { path };
         let quota = ((limits.cpu * CPU_PERIOD_US as f64) as u64).max(1000);
-        let settings = [
+        let mut settings = vec![
             ("memory.max", limits.memory.0.to_string()),
-            ("memory.swap.max", "0".to_string()),
             ("cpu.max", format!("{quota} {CPU_PERIOD_US}")),
             // The sandbox's init (pid 1) and the outer runner are ours, not the plugin's.
             ("pids.max", (limits.pids + 2).to_string()),
         ];
+        // Only where the kernel accounts swap; elsewhere the gap is reported (see `HostSupport`).
+        if self.swap_accounted {
+            settings.push(("memory.swap.max", "0".to_string()));
+        }
         for (file, value) in settings {
             if let Err(e) = write(&cgroup.path.join(file), &value) {
-                let _ = cgroup.destroy();
+                cgroup.remove_soon();
                 return Err(e);
             }
         }
@@ -198,7 +205,26 @@ impl ExecCgroup {
         let _ = write(&self.path.join("cgroup.kill"), "1");
     }
 
-    /// Kills what is left and removes the directory, retrying while the kernel reaps.
+    /// Kills what is left and removes the directory; when the kernel is still reaping, the
+    /// retries run on a blocking thread, never on an async worker.
+    pub fn remove_soon(self) {
+        self.kill();
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
+        let retry = move || {
+            if let Err(e) = self.destroy() {
+                tracing::error!(error = %ironclaw_protocol::error_chain(&e), "failed to remove an execution cgroup");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(retry)),
+            Err(_) => retry(),
+        }
+    }
+
+    /// Kills what is left and removes the directory, retrying while the kernel reaps (blocking:
+    /// for start-up and blocking threads).
     pub fn destroy(self) -> Result<(), CgroupError> {
         self.kill();
         let mut last = None;
@@ -273,9 +299,7 @@ impl Meter for ExecCgroup {
             peak_memory_bytes: self.peak_memory(),
             oom_killed: self.oom_kills() > 0,
         };
-        if let Err(e) = self.destroy() {
-            tracing::error!(error = %ironclaw_protocol::error_chain(&e), "failed to remove an execution cgroup");
-        }
+        self.remove_soon();
         totals
     }
 }
@@ -304,9 +328,9 @@ mod tests {
         std::fs::create_dir_all(&service).unwrap();
         std::fs::write(service.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
         let mountinfo = format!("30 1 0:26 / {} rw - cgroup2 cgroup2 rw\n", fake.path().display());
+        // A kernel without swap accounting: everything but memory.swap.max is written.
         let (s, root) = detect_from(&mountinfo, "0::/system.slice/ironclawd.service/supervisor\n", true);
-        assert!(s.usable, "{:?}", s.reason);
-        let root = root.unwrap();
+        assert!(s.usable && !s.swap_accounted, "{s:?}");
         let limits = Limits {
             memory: ByteSize(64 << 20),
             cpu: 0.5,
@@ -318,7 +342,14 @@ mod tests {
             cache_ttl: None,
             concurrency: 1,
         };
-        let cg = root.create("abc", &limits).unwrap();
+        root.unwrap().create("noswap", &limits).unwrap();
+        assert!(service.join("exec-noswap/memory.max").is_file());
+        assert!(!service.join("exec-noswap/memory.swap.max").exists());
+
+        std::fs::write(service.join("memory.swap.max"), "max\n").unwrap();
+        let (s, root) = detect_from(&mountinfo, "0::/system.slice/ironclawd.service/supervisor\n", true);
+        assert!(s.usable && s.swap_accounted, "{:?}", s.reason);
+        let cg = root.unwrap().create("abc", &limits).unwrap();
         let dir = service.join("exec-abc");
         assert_eq!(std::fs::read_to_string(dir.join("memory.max")).unwrap(), (64u64 << 20).to_string());
         assert_eq!(std::fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");

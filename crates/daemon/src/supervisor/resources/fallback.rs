@@ -222,7 +222,7 @@ fn private_tmp_bytes(init: i32) -> std::io::Result<u64> {
     }
     match statfs(tmp.as_str()) {
         Ok(fs) if fs.filesystem_type() == TMPFS_MAGIC => {
-            Ok(fs.blocks().saturating_sub(fs.blocks_free()) as u64 * fs.block_size() as u64)
+            Ok(fs.blocks().saturating_sub(fs.blocks_free()) * fs.block_size() as u64)
         }
         Ok(_) | Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ESRCH) => Ok(0),
         Err(e) => Err(e.into()),
