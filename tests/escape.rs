@@ -809,6 +809,25 @@ fn network_attempts(s: &mut Suite, c: &Canaries, d: &Daemon) {
         vec![proxy("CONNECT allowed.test:22", "allowed.test:22")],
         Expect::Proxy(403),
     );
+    // Names the plugin is granted (*.wild.test) whose address is an IPv6 form carrying a
+    // restricted IPv4 address to its destination: refused by the address table, not the grant.
+    for (form, name) in [
+        ("IPv4-mapped loopback", "mapped.wild.test"),
+        ("IPv4-compatible loopback", "compatible.wild.test"),
+        ("NAT64 (64:ff9b::/96) loopback", "nat64.wild.test"),
+        ("NAT64 local-use (64:ff9b:1::/48) loopback", "nat64-local.wild.test"),
+        ("6to4 cloud metadata", "sixtofour.wild.test"),
+        ("Teredo loopback", "teredo.wild.test"),
+        ("the IPv6 cloud metadata address", "metadata6.wild.test"),
+    ] {
+        s.add(
+            "network",
+            &format!("a granted name resolving to {form}"),
+            &[GRANTED],
+            vec![proxy(&format!("CONNECT {name}:{port4}"), &format!("{name}:{port4}"))],
+            Expect::Proxy(403),
+        );
+    }
     for (name, host) in [
         ("an IPv4 literal aimed at loopback", "127.0.0.1".to_string()),
         ("an IPv6 literal aimed at loopback", "[::1]".to_string()),
@@ -1115,6 +1134,13 @@ async fn start() -> (Daemon, Canaries) {
         .reuse(dir)
         .secrets(SECRETS)
         .proxy_host("loopback.test", "127.0.0.1")
+        .proxy_host("mapped.wild.test", "::ffff:127.0.0.1")
+        .proxy_host("compatible.wild.test", "::127.0.0.1")
+        .proxy_host("nat64.wild.test", "64:ff9b::7f00:1")
+        .proxy_host("nat64-local.wild.test", "64:ff9b:1:7f00:0:100::")
+        .proxy_host("sixtofour.wild.test", "2002:a9fe:a9fe::1")
+        .proxy_host("teredo.wild.test", "2001:0:4136:e378:8000:63bf:80ff:fffe")
+        .proxy_host("metadata6.wild.test", "fd00:ec2::254")
         .proxy_host("allowed.test", "127.0.0.1")
         .env("IRONCLAW_HOST_CANARY", CANARY_ENV)
         .max_concurrent(4)

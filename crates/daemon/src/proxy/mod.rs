@@ -11,13 +11,17 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod addresses;
+
+use addresses::restricted_kind;
 
 use crate::catalog::permissions::{AddressRange, HostPattern};
 use crate::config::ProxyConfig;
@@ -270,45 +274,6 @@ impl EgressProxy {
     }
 }
 
-/// The kinds of address a plugin never reaches without an explicit grant.
-pub fn restricted_kind(ip: IpAddr) -> Option<&'static str> {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            if v4 == Ipv4Addr::new(169, 254, 169, 254) {
-                Some("cloud metadata")
-            } else if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64) {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local")
-            } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() || o[0] == 0 || o[0] >= 240 {
-                Some("not a unicast address")
-            } else {
-                None
-            }
-        }
-        IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if first & 0xfe00 == 0xfc00 {
-                Some("private")
-            } else if first & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if v6.is_unspecified()
-                || v6.is_multicast()
-                || v6 == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)
-            {
-                Some("not a unicast address")
-            } else {
-                None
-            }
-        }
-    }
-}
-
 struct Refusal {
     status: u16,
     reason: String,
@@ -474,26 +439,5 @@ mod tests {
         let head = b"GET http://h/x HTTP/1.1\r\nHost: h\r\nProxy-Connection: keep-alive\r\n\r\n";
         let rewritten = String::from_utf8(Request::parse(head).unwrap().origin_form_head(head)).unwrap();
         assert_eq!(rewritten, "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
-    }
-
-    #[test]
-    fn restricted_addresses() {
-        for (ip, kind) in [
-            ("127.0.0.1", "loopback"),
-            ("169.254.169.254", "cloud metadata"),
-            ("10.1.2.3", "private"),
-            ("192.168.0.1", "private"),
-            ("100.64.0.1", "private"),
-            ("169.254.1.1", "link-local"),
-            ("::1", "loopback"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("fd00::1", "private"),
-            ("fe80::1", "link-local"),
-            ("0.0.0.0", "not a unicast address"),
-        ] {
-            assert_eq!(restricted_kind(ip.parse().unwrap()), Some(kind), "{ip}");
-        }
-        assert_eq!(restricted_kind("93.184.215.14".parse().unwrap()), None);
-        assert_eq!(restricted_kind("2606:2800::1".parse().unwrap()), None);
     }
 }
