@@ -95,6 +95,59 @@ async fn an_allowed_host_is_reached_through_the_proxy() {
     assert!(e.upstream.requests()[0].header("proxy-connection").is_none());
 }
 
+/// RFC 9112: a proxy sets `Host` from the target. A client's `Host` naming another site must
+/// not reach it (where two share an address, the Host header would pick the site).
+#[tokio::test]
+async fn the_upstream_sees_the_targets_host_whatever_the_client_sent() {
+    require_root!();
+    let e = start().await;
+    let request = "GET http://allowed.test/x HTTP/1.1\r\nHost: other.example\r\nConnection: keep-alive, X-Hop\r\n\
+                   X-Hop: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic eDp5\r\nAccept: */*\r\n\r\n";
+    let (_, response) = through_proxy(&e.daemon, request).await;
+    assert!(status_line(&response).starts_with("HTTP/1.1 200"), "{response}");
+    let requests = e.upstream.requests();
+    let seen = &requests[0];
+    assert_eq!(seen.header("host"), Some("allowed.test"), "{:?}", seen.headers);
+    for hop in ["x-hop", "keep-alive", "proxy-authorization"] {
+        assert!(seen.header(hop).is_none(), "{hop} is hop-by-hop: {:?}", seen.headers);
+    }
+    assert_eq!(seen.header("accept"), Some("*/*"), "end-to-end headers pass: {:?}", seen.headers);
+    let (_, response) = through_proxy(&e.daemon, "GET http://allowed.test:8080/y HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(status_line(&response).starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(e.upstream.requests()[1].header("host"), Some("allowed.test:8080"));
+}
+
+/// A flood of refusals is logged and audited at a bounded rate, and every refusal is counted.
+#[tokio::test]
+async fn a_flood_of_refusals_is_recorded_at_a_bounded_rate_and_counted() {
+    require_root!();
+    let e = start().await;
+    let d = &e.daemon;
+    const FLOOD: u64 = 300;
+    let r =
+        d.exec(PLUGIN, json!({"attack": "proxy_request", "request": get("http://other.test/"), "repeat": FLOOD})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    let repeated = r["data"]["repeated"].as_array().unwrap();
+    assert_eq!(repeated.len() as u64, FLOOD - 1);
+    assert!(repeated.iter().all(|s| s.as_str().unwrap().starts_with("HTTP/1.1 403")), "{r}");
+    let id = r["id"].as_str().unwrap();
+    let of_this =
+        || -> Vec<Value> { d.audit().into_iter().filter(|a| a["execution"] == id && a["reason"] == "proxy").collect() };
+    // The summary is written as the execution's proxy winds down, just after the result.
+    common::wait_until("the suppressed refusals are summed up", async || {
+        of_this().iter().any(|a| a.get("suppressed").is_some())
+    })
+    .await;
+    let records = of_this();
+    let one_by_one = records.iter().filter(|a| a.get("suppressed").is_none()).count() as u64;
+    let summary = records.iter().find(|a| a.get("suppressed").is_some()).expect("a summary of the suppressed refusals");
+    assert!(one_by_one < 60, "{one_by_one} refusals audited one by one");
+    assert_eq!(summary["total"], FLOOD, "{summary}");
+    assert_eq!(summary["suppressed"].as_u64().unwrap() + one_by_one, FLOOD, "{summary}");
+    let logged = d.log().lines().filter(|l| l.contains("egress refused") && l.contains(id)).count() as u64;
+    assert_eq!(logged, one_by_one, "the log and the audit agree");
+}
+
 #[tokio::test]
 async fn disallowed_targets_get_403_and_a_log_line() {
     require_root!();

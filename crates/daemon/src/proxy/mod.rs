@@ -3,11 +3,14 @@
 //! For each execution of a plugin with network permissions, the daemon opens a listening socket
 //! *inside* the sandbox's network namespace, on its loopback at [`PROXY_PORT`], before the
 //! plugin runs; the plugin sees it as `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY`. The daemon serves
-//! it: `CONNECT host:port` and absolute-URI HTTP requests, checked against the plugin's
-//! effective allowlist and deny list, resolved by the daemon itself (static host entries first),
-//! and refused when an address is loopback, private, link-local, cloud metadata or the host's
-//! own, unless policy allows that address for this plugin. Refusals get a 403, a log line and an
-//! audit record naming the plugin and the execution.
+//! it with hyper: `CONNECT host:port` (an upgrade, then a tunnel) and absolute-URI HTTP requests
+//! (forwarded by a hyper client, with `Host` set from the target as RFC 9112 requires of a proxy,
+//! and hop-by-hop headers removed both ways), checked against the plugin's effective allowlist
+//! and deny list, resolved by the daemon itself (static host entries first), and refused when an
+//! address is restricted (see [`addresses`]) or the host's own, unless policy allows that address
+//! for this plugin. Refusals get a 403, and a log line and an audit record naming the plugin and
+//! the execution, at a bounded rate: beyond it they are counted, and the count is recorded when
+//! the execution ends. Everything the proxy starts for an execution ends with it.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -16,8 +19,19 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::convert::Infallible;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::OnUpgrade;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 mod addresses;
 
@@ -30,7 +44,12 @@ use crate::config::ProxyConfig;
 pub const PROXY_PORT: u16 = 3128;
 /// The proxy URL plugins are given.
 pub const PROXY_URL: &str = "http://127.0.0.1:3128";
+/// The largest request head the proxy reads.
 const MAX_HEAD: usize = 16 * 1024;
+/// Refusals one execution may have logged and audited at once, and how fast that allowance
+/// refills; the rest are counted.
+const REFUSAL_BURST: f64 = 20.0;
+const REFUSALS_PER_SECOND: f64 = 5.0;
 /// Connections one execution may have open through the proxy at once.
 pub const MAX_CONNECTIONS: usize = 32;
 
@@ -123,9 +142,11 @@ impl EgressProxy {
         .map_err(ProxyError::Listen)
     }
 
-    /// Serves `listener` for one execution until the returned task is aborted.
+    /// Serves `listener` for one execution until the returned task is aborted. Every task it
+    /// starts (connections, tunnels, upstream clients) ends with it.
     pub fn serve(self: &Arc<Self>, listener: std::net::TcpListener, scope: Scope) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        let refusals = Arc::new(RefusalLog::new(&scope, self.audit.clone()));
         let scope = Arc::new(scope);
         tokio::spawn(async move {
             let listener = match TcpListener::from_std(listener) {
@@ -135,22 +156,33 @@ impl EgressProxy {
                     return;
                 }
             };
-            // Connections end with the execution: aborting this task drops the set.
+            // Connections end with the execution: aborting this task drops the set, and the
+            // sender whose loss ends every upstream client.
             let mut connections = tokio::task::JoinSet::new();
+            let (_alive, ended) = watch::channel(());
             let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((mut stream, _)) => {
-                            let (this, scope) = (this.clone(), scope.clone());
+                        Ok((stream, _)) => {
+                            let execution = Execution { scope: scope.clone(), refusals: refusals.clone(), ended: ended.clone() };
+                            let this = this.clone();
                             match slots.clone().try_acquire_owned() {
                                 Ok(slot) => connections.spawn(async move {
-                                    this.handle(stream, &scope).await;
+                                    this.serve_connection(stream, execution).await;
                                     drop(slot);
                                 }),
                                 Err(_) => connections.spawn(async move {
                                     let reason = format!("more than {MAX_CONNECTIONS} connections at once");
-                                    respond(&mut stream, 503, "Service Unavailable", &reason).await;
+                                    let answer = text(StatusCode::SERVICE_UNAVAILABLE, &reason);
+                                    let service = hyper::service::service_fn(move |_| {
+                                        let answer = answer.clone();
+                                        async move { Ok::<_, Infallible>(answer.into_response()) }
+                                    });
+                                    let _ = hyper::server::conn::http1::Builder::new()
+                                        .keep_alive(false)
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await;
                                 }),
                             };
                         }
@@ -165,52 +197,63 @@ impl EgressProxy {
         })
     }
 
-    async fn handle(&self, mut client: TcpStream, scope: &Scope) {
-        let head = match tokio::time::timeout(self.header_timeout, read_head(&mut client)).await {
-            Ok(Ok(head)) => head,
-            Ok(Err(reason)) => return respond(&mut client, 400, "Bad Request", &reason).await,
-            Err(_) => return respond(&mut client, 408, "Request Timeout", "no request head in time").await,
+    /// One client connection: HTTP/1 requests until it closes, or a CONNECT that turns it into a
+    /// tunnel, run here (in the connection's own task) once hyper hands the connection over.
+    async fn serve_connection(self: Arc<Self>, stream: TcpStream, execution: Execution) {
+        let tunnel: Arc<Mutex<Option<(OnUpgrade, TcpStream)>>> = Arc::default();
+        let service = {
+            let (this, tunnel, execution) = (self.clone(), tunnel.clone(), execution.clone());
+            hyper::service::service_fn(move |request| {
+                let (this, tunnel, execution) = (this.clone(), tunnel.clone(), execution.clone());
+                async move { Ok::<_, Infallible>(this.route(request, &execution, &tunnel).await) }
+            })
         };
-        let request = match Request::parse(&head.bytes) {
-            Ok(r) => r,
-            Err(reason) => return respond(&mut client, 400, "Bad Request", &reason).await,
+        // One request per connection, as each may go to another upstream: the client learns
+        // the response's end from the connection's.
+        let connection = hyper::server::conn::http1::Builder::new()
+            .keep_alive(false)
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let _ = connection.await;
+        let accepted = tunnel.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((upgrade, mut upstream)) = accepted
+            && let Ok(upgraded) = upgrade.await
+        {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(upgraded), &mut upstream).await;
+        }
+    }
+
+    /// Decides one request: refused with the reason, a tunnel accepted, or a request forwarded.
+    async fn route(
+        &self,
+        mut request: Request<Incoming>,
+        execution: &Execution,
+        tunnel: &Mutex<Option<(OnUpgrade, TcpStream)>>,
+    ) -> Response<ProxyBody> {
+        let target = match Target::of(&request) {
+            Ok(target) => target,
+            Err(reason) => return text(StatusCode::BAD_REQUEST, &reason).into_response(),
         };
-        let target = format!("{}:{}", request.host, request.port);
-        let upstream = match self.open(&request.host, request.port, scope).await {
+        let scope = &execution.scope;
+        let upstream = match self.open(&target.host, target.port, scope).await {
             Ok(upstream) => upstream,
             Err(Refusal { status, reason }) => {
-                tracing::warn!(
-                    plugin = %scope.plugin,
-                    execution = %scope.execution_id,
-                    method = %request.method,
-                    target = %target,
-                    %reason,
-                    "egress refused"
-                );
-                self.audit.record(serde_json::json!({
-                    "event": "denied",
-                    "reason": "proxy",
-                    "plugin": scope.plugin,
-                    "execution": scope.execution_id,
-                    "method": request.method,
-                    "target": target,
-                    "why": reason,
-                }));
-                let text = if status == 403 { "Forbidden" } else { "Bad Gateway" };
-                return respond(&mut client, status, text, &format!("{target}: {reason}")).await;
+                execution.refusals.record(request.method(), &target, &reason);
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return text(status, &format!("{target}: {reason}")).into_response();
             }
         };
-        tracing::info!(plugin = %scope.plugin, execution = %scope.execution_id, method = %request.method, target = %target, "egress allowed");
-        let mut upstream = upstream;
-        let forwarded = if request.method == "CONNECT" {
-            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await
-        } else {
-            upstream.write_all(&request.origin_form_head(&head.bytes)).await
-        };
-        if forwarded.is_err() || upstream.write_all(&head.rest).await.is_err() {
-            return;
+        tracing::info!(plugin = %scope.plugin, execution = %scope.execution_id, method = %request.method(), target = %target, "egress allowed");
+        if request.method() == Method::CONNECT {
+            *tunnel.lock().unwrap_or_else(|p| p.into_inner()) = Some((hyper::upgrade::on(&mut request), upstream));
+            let mut established = Response::new(Empty::new().map_err(|never| match never {}).boxed());
+            established.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"Connection established"));
+            return established;
         }
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        forward(request, &target, upstream, execution.ended.clone()).await
     }
 
     /// Checks a target against the scope, resolves it and connects.
@@ -289,103 +332,228 @@ impl Refusal {
     }
 }
 
-struct Head {
-    bytes: Vec<u8>,
-    /// Bytes read past the head (a request body, or TLS after CONNECT).
-    rest: Vec<u8>,
+/// What one execution's connections share.
+#[derive(Clone)]
+struct Execution {
+    scope: Arc<Scope>,
+    refusals: Arc<RefusalLog>,
+    /// Closed when the execution's proxy task ends.
+    ended: watch::Receiver<()>,
 }
 
-async fn read_head(client: &mut TcpStream) -> Result<Head, String> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = client.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("connection closed before a complete request head".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return Ok(Head { bytes: buf, rest });
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(format!("request head larger than {MAX_HEAD} bytes"));
-        }
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// A short text answer of the proxy's own.
+#[derive(Clone)]
+struct Text {
+    status: StatusCode,
+    body: String,
+}
+
+fn text(status: StatusCode, reason: &str) -> Text {
+    Text { status, body: format!("ironclaw egress proxy: {reason}\n") }
+}
+
+impl Text {
+    fn into_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(Full::new(Bytes::from(self.body)).map_err(|never| match never {}).boxed());
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
     }
 }
 
-struct Request {
-    method: String,
+/// Where a request goes: `CONNECT host:port`, or the authority of an absolute `http://` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
     host: String,
     port: u16,
-    /// For absolute-URI requests: the path and query to send upstream.
-    path: String,
 }
 
-impl Request {
-    fn parse(head: &[u8]) -> Result<Self, String> {
-        let text = std::str::from_utf8(head).map_err(|_| "request head is not UTF-8".to_string())?;
-        let line = text.lines().next().unwrap_or_default();
-        let mut parts = line.split(' ');
-        let (Some(method), Some(target), Some(version), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!("malformed request line {line:?}"));
-        };
-        if !version.starts_with("HTTP/1.") {
-            return Err(format!("unsupported protocol {version:?}"));
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl Target {
+    fn of<B>(request: &Request<B>) -> Result<Self, String> {
+        let uri = request.uri();
+        let connect = request.method() == Method::CONNECT;
+        if !connect && uri.scheme_str() != Some("http") {
+            return Err(format!("{uri}: use an absolute http:// URI, or CONNECT for HTTPS"));
         }
-        let (authority, path, default_port) = if method == "CONNECT" {
-            (target, String::new(), None)
-        } else if let Some(rest) = target.strip_prefix("http://") {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            (authority, if path.is_empty() { "/".to_string() } else { path.to_string() }, Some(80))
-        } else {
-            return Err(format!("{target:?}: use an absolute http:// URI, or CONNECT for HTTPS"));
-        };
-        if authority.contains('@') {
+        let authority = uri.authority().ok_or_else(|| format!("{uri}: no host"))?;
+        if authority.as_str().contains('@') {
             return Err("credentials in the URI are not supported".into());
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
-                (h, p.parse::<u16>().map_err(|_| format!("invalid port in {authority:?}"))?)
-            }
-            _ => (authority, default_port.ok_or_else(|| format!("CONNECT target {authority:?} needs a port"))?),
+        let port = match (authority.port_u16(), connect) {
+            (Some(port), _) => port,
+            (None, false) => 80,
+            (None, true) => return Err(format!("CONNECT target {authority} needs a port")),
         };
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
         if host.is_empty() {
             return Err("empty host".into());
         }
-        Ok(Request { method: method.to_string(), host, port, path })
+        Ok(Target { host, port })
     }
 
-    /// The head rewritten for the origin server: origin-form target, no proxy headers, one
-    /// request per connection.
-    fn origin_form_head(&self, head: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8_lossy(head);
-        let mut lines = text.split("\r\n");
-        let version = lines.next().and_then(|l| l.rsplit(' ').next()).unwrap_or("HTTP/1.1");
-        let mut out = format!("{} {} {version}\r\n", self.method, self.path);
-        for line in lines.filter(|l| !l.is_empty()) {
-            let name = line.split(':').next().unwrap_or_default().trim().to_ascii_lowercase();
-            if !matches!(name.as_str(), "proxy-connection" | "proxy-authorization" | "connection" | "keep-alive") {
-                out.push_str(line);
-                out.push_str("\r\n");
-            }
-        }
-        out.push_str("Connection: close\r\n\r\n");
-        out.into_bytes()
+    /// The `Host` header for the target (the port only when it is not HTTP's own).
+    fn host_header(&self) -> String {
+        if self.port == 80 { self.host.clone() } else { self.to_string() }
     }
 }
 
-async fn respond(client: &mut TcpStream, status: u16, text: &str, reason: &str) {
-    let body = format!("ironclaw egress proxy: {reason}\n");
-    let response = format!(
-        "HTTP/1.1 {status} {text}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = client.write_all(response.as_bytes()).await;
-    let _ = client.shutdown().await;
+/// Headers that describe one hop, not the message: never forwarded (RFC 9110 §7.6.1), nor
+/// any header the message's `Connection` names.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Forwards an absolute-URI request to `upstream` with a hyper client: the origin-form target,
+/// `Host` from the target whatever the client sent, hop-by-hop headers removed both ways, one
+/// request per upstream connection.
+async fn forward(
+    mut request: Request<Incoming>,
+    target: &Target,
+    upstream: TcpStream,
+    mut ended: watch::Receiver<()>,
+) -> Response<ProxyBody> {
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    *request.uri_mut() = path.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    *request.version_mut() = hyper::Version::HTTP_11;
+    let headers = request.headers_mut();
+    strip_hop_by_hop(headers);
+    match HeaderValue::from_str(&target.host_header()) {
+        Ok(host) => headers.insert(header::HOST, host),
+        Err(_) => return text(StatusCode::BAD_REQUEST, &format!("{target}: not a valid host")).into_response(),
+    };
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+        Ok(client) => client,
+        Err(e) => return text(StatusCode::BAD_GATEWAY, &format!("{target}: {e}")).into_response(),
+    };
+    // Drives the upstream connection while the response streams back; ends with the execution.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = connection => {}
+            _ = ended.changed() => {}
+        }
+    });
+    match sender.send_request(request).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.boxed())
+        }
+        Err(e) => text(StatusCode::BAD_GATEWAY, &format!("{target}: the upstream failed: {e}")).into_response(),
+    }
+}
+
+/// An execution's refusals, logged and audited at a bounded rate (a flood of refusals must not
+/// fill the disk); those beyond it are counted, and the count is logged and audited when the
+/// execution's proxy ends.
+struct RefusalLog {
+    plugin: String,
+    execution_id: String,
+    audit: Arc<crate::audit::AuditLog>,
+    bucket: Mutex<RefusalBucket>,
+}
+
+struct RefusalBucket {
+    tokens: f64,
+    refilled: Instant,
+    suppressed: u64,
+    total: u64,
+}
+
+impl RefusalLog {
+    fn new(scope: &Scope, audit: Arc<crate::audit::AuditLog>) -> Self {
+        let bucket = RefusalBucket { tokens: REFUSAL_BURST, refilled: Instant::now(), suppressed: 0, total: 0 };
+        RefusalLog {
+            plugin: scope.plugin.clone(),
+            execution_id: scope.execution_id.clone(),
+            audit,
+            bucket: Mutex::new(bucket),
+        }
+    }
+
+    fn record(&self, method: &Method, target: &Target, reason: &str) {
+        {
+            let mut bucket = self.bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(bucket.refilled).as_secs_f64() * REFUSALS_PER_SECOND;
+            bucket.tokens = (bucket.tokens + refill).min(REFUSAL_BURST);
+            bucket.refilled = now;
+            bucket.total += 1;
+            if bucket.tokens < 1.0 {
+                bucket.suppressed += 1;
+                return;
+            }
+            bucket.tokens -= 1.0;
+        }
+        tracing::warn!(plugin = %self.plugin, execution = %self.execution_id, %method, %target, %reason, "egress refused");
+        self.audit.record(serde_json::json!({
+            "event": "denied",
+            "reason": "proxy",
+            "plugin": self.plugin,
+            "execution": self.execution_id,
+            "method": method.as_str(),
+            "target": target.to_string(),
+            "why": reason,
+        }));
+    }
+}
+
+impl Drop for RefusalLog {
+    fn drop(&mut self) {
+        let bucket = self.bucket.get_mut().unwrap_or_else(|p| p.into_inner());
+        if bucket.suppressed == 0 {
+            return;
+        }
+        tracing::warn!(
+            plugin = %self.plugin,
+            execution = %self.execution_id,
+            suppressed = bucket.suppressed,
+            total = bucket.total,
+            "egress refusals beyond the log's rate were counted, not logged one by one"
+        );
+        self.audit.record(serde_json::json!({
+            "event": "denied",
+            "reason": "proxy",
+            "plugin": self.plugin,
+            "execution": self.execution_id,
+            "suppressed": bucket.suppressed,
+            "total": bucket.total,
+        }));
+    }
 }
 
 /// Brings up the loopback interface of the calling thread's network namespace, over rtnetlink
@@ -425,19 +593,41 @@ fn loopback_up() -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    fn target(method: &str, uri: &str) -> Result<Target, String> {
+        Target::of(&Request::builder().method(method).uri(uri).body(()).unwrap())
+    }
+
     #[test]
-    fn request_lines() {
-        let r = Request::parse(b"CONNECT api.example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        assert_eq!((r.method.as_str(), r.host.as_str(), r.port), ("CONNECT", "api.example.com", 443));
-        let r = Request::parse(b"GET http://Api.Example.com./v1?q=1 HTTP/1.1\r\n\r\n").unwrap();
-        assert_eq!((r.host.as_str(), r.port, r.path.as_str()), ("api.example.com", 80, "/v1?q=1"));
-        let r = Request::parse(b"GET http://h:8080 HTTP/1.0\r\n\r\n").unwrap();
-        assert_eq!((r.port, r.path.as_str()), (8080, "/"));
-        assert!(Request::parse(b"GET /relative HTTP/1.1\r\n\r\n").is_err());
-        assert!(Request::parse(b"CONNECT host HTTP/1.1\r\n\r\n").is_err());
-        assert!(Request::parse(b"GET http://u:p@h/ HTTP/1.1\r\n\r\n").is_err());
-        let head = b"GET http://h/x HTTP/1.1\r\nHost: h\r\nProxy-Connection: keep-alive\r\n\r\n";
-        let rewritten = String::from_utf8(Request::parse(head).unwrap().origin_form_head(head)).unwrap();
-        assert_eq!(rewritten, "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+    fn targets() {
+        let t = target("CONNECT", "api.example.com:443").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("api.example.com", 443));
+        let t = target("GET", "http://Api.Example.com./v1?q=1").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.host_header().as_str()), ("api.example.com", 80, "api.example.com"));
+        let t = target("GET", "http://h:8080").unwrap();
+        assert_eq!((t.port, t.host_header().as_str()), (8080, "h:8080"));
+        assert!(target("GET", "/relative").is_err());
+        assert!(target("GET", "https://h/").is_err());
+        assert!(target("CONNECT", "host").is_err());
+        assert!(target("GET", "http://u:p@h/").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["accept"]);
     }
 }
