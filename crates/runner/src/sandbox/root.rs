@@ -232,9 +232,12 @@ fn bind_host(fd: &OwnedFd, path: &Path, flags: MsFlags) -> Result<(), RootError>
     bind(&source, &target, flags)
 }
 
+/// A granted path must name something below `/`, without `.` or `..`: a grant of `/` itself
+/// would put the host's root over the sandbox's.
 fn normal_absolute(path: &Path) -> Result<&Path, RootError> {
-    let normal =
-        path.is_absolute() && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let normal = path.is_absolute()
+        && path.components().count() > 1
+        && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     if normal { Ok(path) } else { Err(RootError::GrantPath(path.to_path_buf())) }
 }
 
@@ -310,4 +313,19 @@ fn write_file(path: &str, content: &str) -> Result<(), RootError> {
     File::create(&target)
         .and_then(|mut f| f.write_all(content.as_bytes()))
         .map_err(|err| RootError::Write { path: path.into(), err })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn granted_paths_must_name_something_below_the_root() {
+        for good in ["/data", "/srv/app/files"] {
+            assert!(normal_absolute(Path::new(good)).is_ok(), "{good}");
+        }
+        for bad in ["/", "data", "/a/../b", ""] {
+            assert!(matches!(normal_absolute(Path::new(bad)), Err(RootError::GrantPath(_))), "{bad}");
+        }
+    }
 }
