@@ -3,9 +3,10 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, MockRequest, MockResponse, MockServer};
+use common::{Daemon, MockRequest, MockResponse, MockServer, TestCa};
 use serde_json::{Value, json};
 
 const SECRETS: &str = "OPENWEATHER_API_KEY = \"test-owm-key\"\nNEWSAPI_KEY = \"test-news-key\"\n";
@@ -431,4 +432,102 @@ async fn news_with_a_bad_key() {
         r["error"].as_str().unwrap().contains("NewsAPI rejected the API key (HTTP 401): Your API key is invalid"),
         "{r}"
     );
+}
+
+// ---------------------------------------------------------------- HTTPS end to end
+
+/// The weather plugin (native, the SDK's rustls client) and the news plugin (Python's `ssl`),
+/// granted their real hosts over HTTPS. The proxy maps each host's port 443 to a TLS stand-in
+/// whose certificate, signed by `ca`, names its host (or `other_name`); the daemon adds `ca` to
+/// the sandbox's trust when `trusted`.
+async fn https_daemon(
+    ca: &TestCa,
+    other_name: Option<&str>,
+    trusted: bool,
+    dir: &Path,
+) -> (Daemon, MockServer, MockServer) {
+    let (weather_host, news_host) = ("api.openweathermap.org", "newsapi.org");
+    let owm = MockServer::start_tls("127.0.0.2", ca.server(&[other_name.unwrap_or(weather_host)]), openweathermap);
+    let news = MockServer::start_tls("127.0.0.2", ca.server(&[other_name.unwrap_or(news_host)]), newsapi);
+    let grant = |plugin: &str, host: &str, secret: &str, base: &str| {
+        format!(
+            "[plugins.{plugin}]\nnetwork = [\"{host}\"]\nsecrets = [\"{secret}\"]\nprivate_addresses = [\"127.0.0.2\"]\n\
+             config = {{ base_url = \"https://{host}{base}\", timeout_s = 5 }}\n"
+        )
+    };
+    let policy = format!(
+        "{}\n{}{}",
+        common::DEFAULT_POLICY,
+        grant("weather", weather_host, "OPENWEATHER_API_KEY", "/data/2.5"),
+        grant("news", news_host, "NEWSAPI_KEY", "/v2")
+    );
+    let mut builder = Daemon::builder()
+        .plugins(&["weather", "news"])
+        .policy(&policy)
+        .secrets(SECRETS)
+        .proxy_host(&format!("{weather_host}:443"), &owm.target())
+        .proxy_host(&format!("{news_host}:443"), &news.target());
+    if trusted {
+        let ca_file = ca.write_pem(&dir.join("private-ca.pem"));
+        builder = builder.config(&format!("ca_certificates = [{ca_file:?}]\n"));
+    }
+    (builder.start().await, owm, news)
+}
+
+/// TLS runs from the plugin to its upstream through the proxy's CONNECT tunnel, checked
+/// against the sandbox's trust with the admin's private CA added; the proxy carries only
+/// ciphertext.
+#[tokio::test]
+async fn https_reaches_an_upstream_signed_by_an_admins_private_ca() {
+    require_root!();
+    let (ca, dir) = (TestCa::new("Ironclaw test private CA"), tempfile::tempdir().unwrap());
+    let (d, owm, news) = https_daemon(&ca, None, true, dir.path()).await;
+    let r = d.exec("weather", json!({"location": "London,GB"})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["temperature"], 11.2, "{r}");
+    // (ureq sends the absolute form inside the tunnel too, which servers must accept.)
+    let request = &owm.requests()[0];
+    assert!(request.path().ends_with("api.openweathermap.org/data/2.5/weather"), "{}", request.target);
+    assert_eq!(request.query("appid").as_deref(), Some("test-owm-key"));
+
+    let r = d.exec("news", json!({"country": "gb"})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["articles"][0]["title"], "First headline", "{r}");
+    assert_eq!(news.requests()[0].header("x-api-key"), Some("test-news-key"));
+
+    // What crossed the proxy is a TLS session: a handshake record first, and neither the key
+    // nor the request in the clear.
+    for (upstream, secret) in [(&owm, "test-owm-key"), (&news, "test-news-key")] {
+        let wire = upstream.wire();
+        assert_eq!(wire.first(), Some(&0x16), "a TLS handshake record opens the tunnel");
+        for plaintext in [secret.as_bytes(), b"GET /", b"Host:"] {
+            let clear = wire.windows(plaintext.len()).any(|w| w == plaintext);
+            assert!(!clear, "{:?} crossed the proxy in the clear", String::from_utf8_lossy(plaintext));
+        }
+    }
+}
+
+/// A certificate for another name, or from an authority the sandbox does not trust, fails the
+/// request with an error that says so; no request reaches the upstream.
+#[tokio::test]
+async fn https_to_an_upstream_with_the_wrong_certificate_fails_clearly() {
+    require_root!();
+    let (ca, dir) = (TestCa::new("Ironclaw test private CA"), tempfile::tempdir().unwrap());
+    for (other_name, trusted, weather_error, news_error) in [
+        (Some("other.example"), true, "certificate not valid for name \"api.openweathermap.org\"", "Hostname mismatch"),
+        (None, false, "UnknownIssuer", "CERTIFICATE_VERIFY_FAILED"),
+    ] {
+        let (d, owm, news) = https_daemon(&ca, other_name, trusted, dir.path()).await;
+        let r = d.exec("weather", json!({"location": "London,GB"})).await;
+        assert_eq!(r["status"], "error", "{r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains("cannot reach OpenWeatherMap: its TLS certificate was refused"), "{error}");
+        assert!(error.contains(weather_error), "{error}");
+        let r = d.exec("news", json!({"country": "gb"})).await;
+        assert_eq!(r["status"], "error", "{r}");
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains("cannot reach NewsAPI: its TLS certificate was refused"), "{error}");
+        assert!(error.contains(news_error), "{error}");
+        assert!(owm.requests().is_empty() && news.requests().is_empty());
+    }
 }

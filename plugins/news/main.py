@@ -9,6 +9,7 @@ Config (from policy): base_url (default https://newsapi.org/v2), timeout_s.
 import json
 import os
 import socket
+import ssl
 import sys
 import urllib.error
 import urllib.parse
@@ -17,6 +18,9 @@ import urllib.request
 DEFAULT_BASE_URL = "https://newsapi.org/v2"
 SERVICE = "NewsAPI"
 MAX_BODY = 4 * 1024 * 1024
+CERTIFICATE_REFUSED = (
+    "its TLS certificate was refused; a server signed by a private CA needs the CA in the daemon's runner.ca_certificates"
+)
 
 
 class Failure(Exception):
@@ -56,6 +60,8 @@ def fetch(url, key, timeout):
         reason = getattr(e, "reason", e)
         if isinstance(reason, (socket.timeout, TimeoutError)):
             raise Failure("error", f"{SERVICE} did not answer in time")
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            raise Failure("error", f"cannot reach {SERVICE}: {CERTIFICATE_REFUSED} ({reason})")
         raise Failure("error", f"cannot reach {SERVICE}: {reason}")
     try:
         data = json.loads(body)

@@ -644,60 +644,62 @@ impl MockResponse {
 type Handler = dyn Fn(&MockRequest) -> MockResponse + Send + Sync;
 
 /// A local stand-in for a web API: HTTP/1.1 on a loopback address, one thread per connection,
-/// every request recorded.
+/// every request recorded; over TLS with [`MockServer::start_tls`].
 pub struct MockServer {
     pub addr: std::net::SocketAddr,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<MockRequest>>>,
+    /// Every byte a TLS server received on the wire, before decryption.
+    wire: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl MockServer {
     /// Listens on `ip` (a loopback address), port chosen by the kernel.
     pub fn start(ip: &str, handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static) -> MockServer {
-        use std::io::{BufRead, BufReader, Write};
+        Self::listen(ip, None, handler)
+    }
+
+    /// The same over TLS, with the certificate `tls` presents.
+    pub fn start_tls(
+        ip: &str,
+        tls: std::sync::Arc<rustls::ServerConfig>,
+        handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static,
+    ) -> MockServer {
+        Self::listen(ip, Some(tls), handler)
+    }
+
+    fn listen(
+        ip: &str,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+        handler: impl Fn(&MockRequest) -> MockResponse + Send + Sync + 'static,
+    ) -> MockServer {
         let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let wire = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let handler: std::sync::Arc<Handler> = std::sync::Arc::new(handler);
-        let seen = requests.clone();
+        let (seen, received) = (requests.clone(), wire.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (seen, handler) = (seen.clone(), handler.clone());
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
+                let (seen, handler, tls, received) = (seen.clone(), handler.clone(), tls.clone(), received.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve_one(stream, &seen, handler.as_ref()),
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config) else { return };
+                        let recorded = Recorded { stream, received };
+                        let mut tls = rustls::StreamOwned::new(connection, recorded);
+                        serve_one(&mut tls, &seen, handler.as_ref());
+                        tls.conn.send_close_notify();
+                        let _ = std::io::Write::flush(&mut tls);
                     }
-                    let mut parts = line.split_whitespace();
-                    let (method, target) =
-                        (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
-                    let mut headers = Vec::new();
-                    loop {
-                        let mut h = String::new();
-                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.trim_end().split_once(':') {
-                            headers.push((k.trim().to_string(), v.trim().to_string()));
-                        }
-                    }
-                    let request = MockRequest { method, target, headers };
-                    seen.lock().unwrap().push(request.clone());
-                    let response = handler(&request);
-                    std::thread::sleep(response.delay);
-                    let head = format!(
-                        "HTTP/1.1 {} Mock\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        response.status,
-                        response.content_type,
-                        response.body.len()
-                    );
-                    let mut stream = stream;
-                    let _ = stream.write_all(head.as_bytes());
-                    let _ = stream.write_all(response.body.as_bytes());
                 });
             }
         });
-        MockServer { addr, requests }
+        MockServer { addr, requests, wire }
+    }
+
+    /// The bytes a TLS server received before decryption (what the proxy forwarded).
+    pub fn wire(&self) -> Vec<u8> {
+        self.wire.lock().unwrap().clone()
     }
 
     pub fn requests(&self) -> Vec<MockRequest> {
@@ -707,5 +709,109 @@ impl MockServer {
     /// "127.0.0.2:PORT", for a static host entry of the daemon's proxy.
     pub fn target(&self) -> String {
         self.addr.to_string()
+    }
+}
+
+/// Reads one request from `stream`, records it, answers it with `handler`.
+fn serve_one<S: std::io::Read + std::io::Write>(
+    stream: S,
+    seen: &std::sync::Mutex<Vec<MockRequest>>,
+    handler: &Handler,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim_end().split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    let request = MockRequest { method, target, headers };
+    seen.lock().unwrap().push(request.clone());
+    let response = handler(&request);
+    std::thread::sleep(response.delay);
+    let head = format!(
+        "HTTP/1.1 {} Mock\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
+    );
+    let stream = reader.get_mut();
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(response.body.as_bytes());
+    let _ = stream.flush();
+}
+
+/// A TCP stream that keeps a copy of every byte read from it.
+struct Recorded {
+    stream: std::net::TcpStream,
+    received: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl std::io::Read for Recorded {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.received.lock().unwrap().extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Recorded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+/// A certificate authority made for one test (rcgen), and server certificates it signs.
+pub struct TestCa {
+    key: rcgen::KeyPair,
+    certificate: rcgen::Certificate,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.self_signed(&key).unwrap();
+        TestCa { key, certificate }
+    }
+
+    /// Writes the CA's certificate as PEM to `path`, for `runner.ca_certificates`.
+    pub fn write_pem(&self, path: &Path) -> PathBuf {
+        std::fs::write(path, self.certificate.pem()).unwrap();
+        path.to_path_buf()
+    }
+
+    /// A TLS server configuration presenting a certificate for `names`, signed by this CA.
+    pub fn server(&self, names: &[&str]) -> std::sync::Arc<rustls::ServerConfig> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &self.certificate, &self.key).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone(), self.certificate.der().clone()], key)
+            .unwrap();
+        std::sync::Arc::new(config)
     }
 }

@@ -146,6 +146,9 @@ pub struct RunnerConfig {
     /// one (about 2 ms). 0 starts every runner on demand; at most `executions.max_concurrent`
     /// are kept.
     pub prestarted: usize,
+    /// PEM files of certificate authorities plugins trust beside the host's system bundle (a
+    /// private CA, a TLS-inspecting gateway's): certificates only, read at start-up.
+    pub ca_certificates: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -200,7 +203,7 @@ impl Default for ExecutionConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        RunnerConfig { uid_base: None, extra_read_paths: Vec::new(), prestarted: 2 }
+        RunnerConfig { uid_base: None, extra_read_paths: Vec::new(), prestarted: 2, ca_certificates: Vec::new() }
     }
 }
 

@@ -37,6 +37,8 @@ pub enum DaemonError {
     Group(String),
     #[error("failed to set the owner or mode of {0}")]
     SocketPermissions(PathBuf, #[source] std::io::Error),
+    #[error("failed to set up the plugins' TLS trust")]
+    Trust(#[from] crate::trust::TrustError),
     #[error("failed to set up API authorisation")]
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
@@ -100,7 +102,11 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         }
     }
     let loaded = crate::catalog::Loaded { policy, secrets, registry };
-    let supervisor = Supervisor::new(config.clone(), host, resources, loaded, proxy, audit.clone());
+    let trust = crate::trust::Trust::compose(&config.runner.ca_certificates, &config.state_dir)?;
+    if let Some(bundle) = &trust.bundle {
+        tracing::info!(bundle = %bundle.display(), extra = ?config.runner.ca_certificates, "plugins trust extra certificate authorities");
+    }
+    let supervisor = Supervisor::new(config.clone(), host, resources, loaded, proxy, audit.clone(), trust);
     // Every plugin goes through the same path as a reload: snapshot, checks, trial load.
     supervisor.reloader().reload_all(ReloadCause::Startup).await;
     let (plugins, enabled) = supervisor.catalog().plugin_counts();

@@ -15,7 +15,7 @@
 //!   execution returns;
 //! - [`catalog`]: what admins write and ship (manifests, policies, secrets) and the registry
 //!   built from them; [`host`], what the kernel offers; [`id_range`], the ids this daemon
-//!   claimed; [`config`]; [`audit`];
+//!   claimed; [`trust`], the certificate authorities plugins trust; [`config`]; [`audit`];
 //! - [`sys`]: the daemon's few system-call wrappers, its only `unsafe` code.
 #![deny(unsafe_code)]
 
@@ -38,4 +38,5 @@ pub mod supervisor;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod systemd;
+pub mod trust;
 pub mod watcher;

@@ -19,6 +19,9 @@ pub const RUNNER_ARG: &str = "__runner";
 pub const EXIT_SETUP_FAILED: i32 = 125;
 /// Where the plugin's workspace appears inside the sandbox, read-write (unless full), noexec.
 pub const WORKSPACE_MOUNT: &str = "/run/ironclaw/workspace";
+/// The sandbox's TLS trust bundle: the host's system bundle (Debian's path), or the bundle the
+/// daemon composed from it and the admin's certificate authorities, bound over it.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// "message: cause: cause": an error and its sources on one line, for logs, API answers and
 /// messages across the process boundary.

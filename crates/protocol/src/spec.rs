@@ -27,6 +27,9 @@ pub struct RunnerSpec {
     pub workspace: Option<WorkspaceSpec>,
     /// The size of the sandbox's private `/tmp`, in bytes: its pages are the execution's memory.
     pub tmp_size: u64,
+    /// The TLS trust bundle (a host path) bound over the sandbox's system bundle, when the
+    /// admin adds certificate authorities to the host's.
+    pub ca_bundle: Option<PathBuf>,
     /// The egress proxy's port on the sandbox's loopback: the one TCP port it may connect to.
     pub proxy_port: Option<u16>,
     /// Environment of the plugin: nothing but these variables.

@@ -9,6 +9,9 @@ use serde_json::Value;
 
 use crate::PluginError;
 
+/// What a refused certificate means, and what an admin can do about a private CA.
+const CERTIFICATE_REFUSED: &str = "its TLS certificate was refused; a server signed by a private CA needs the CA in the daemon's runner.ca_certificates";
+
 /// The largest response body read.
 const MAX_BODY: u64 = 4 * 1024 * 1024;
 
@@ -21,6 +24,9 @@ pub enum HttpError {
     Refused(String),
     /// No answer in time.
     Timeout,
+    /// The server's TLS certificate was refused: not for its name, expired, or from an
+    /// authority the sandbox does not trust.
+    Certificate(String),
     /// Connection-level failure.
     Transport(String),
     /// The body is not the expected JSON.
@@ -45,6 +51,7 @@ impl HttpError {
             HttpError::Status { code, body } => format!("{service} answered HTTP {code}{}", explain(&body)),
             HttpError::Refused(m) => format!("cannot reach {service}: {m}"),
             HttpError::Timeout => format!("{service} did not answer in time"),
+            HttpError::Certificate(m) => format!("cannot reach {service}: {CERTIFICATE_REFUSED} ({m})"),
             HttpError::Transport(m) => format!("cannot reach {service}: {m}"),
             HttpError::Malformed(m) => format!("{service} sent a malformed response: {m}"),
         };
@@ -110,6 +117,7 @@ fn transport_error(t: &ureq::Transport) -> HttpError {
         ureq::ErrorKind::ProxyConnect | ureq::ErrorKind::ProxyUnauthorized => {
             HttpError::Refused(format!("the egress proxy refused the connection ({text})"))
         }
+        _ if text.contains("invalid peer certificate") => HttpError::Certificate(text),
         ureq::ErrorKind::Io if text.contains("timed out") || text.contains("Timeout") => HttpError::Timeout,
         _ => HttpError::Transport(text),
     }

@@ -26,6 +26,7 @@ use crate::config::Config;
 use crate::execution_result::{ExecutionResult, ExecutionStatus};
 use crate::host::HostSupport;
 use crate::proxy::EgressProxy;
+use crate::trust::Trust;
 
 /// Under the state directory: one workspace per plugin that is granted one.
 pub const WORKSPACES_DIR: &str = "workspaces";
@@ -57,6 +58,7 @@ struct Settings {
     kill_grace: Duration,
     monitor_interval: Duration,
     extra_read_paths: Vec<PathBuf>,
+    trust: Arc<Trust>,
 }
 
 /// The owner of the runners and of everything an execution passes through: admission, the
@@ -83,6 +85,7 @@ impl Launcher {
         catalog: Arc<Catalog>,
         proxy: Arc<EgressProxy>,
         audit: Arc<AuditLog>,
+        trust: Trust,
     ) -> Self {
         let n = config.executions.max_concurrent;
         Launcher {
@@ -92,6 +95,7 @@ impl Launcher {
                 kill_grace: config.executions.kill_grace.0,
                 monitor_interval: config.executions.monitor_interval.0,
                 extra_read_paths: config.runner.extra_read_paths.clone(),
+                trust: Arc::new(trust),
             },
             host,
             catalog,
@@ -167,6 +171,7 @@ impl Launcher {
             kill_grace: s.kill_grace,
             monitor_interval: s.monitor_interval,
             extra_read_paths: s.extra_read_paths.clone(),
+            trust: s.trust.clone(),
             resource_gaps: self.host.resource_gaps.clone(),
         }
     }

@@ -30,6 +30,7 @@ use crate::catalog::{Catalog, CatalogError, Loaded};
 use crate::config::Config;
 use crate::host::HostSupport;
 use crate::proxy::EgressProxy;
+use crate::trust::Trust;
 pub use error::SupervisorError;
 use launch::{Launcher, Started, Wait};
 use reload::Reloader;
@@ -49,9 +50,10 @@ impl Supervisor {
         loaded: Loaded,
         proxy: Arc<EgressProxy>,
         audit: Arc<AuditLog>,
+        trust: Trust,
     ) -> Arc<Self> {
         let catalog = Arc::new(Catalog::new(loaded));
-        let launcher = Arc::new(Launcher::new(&config, host, resources, catalog.clone(), proxy, audit));
+        let launcher = Arc::new(Launcher::new(&config, host, resources, catalog.clone(), proxy, audit, trust));
         let reloader = Reloader::new(&config, catalog.clone(), launcher.clone());
         Arc::new(Supervisor { config, catalog, launcher, reloader })
     }

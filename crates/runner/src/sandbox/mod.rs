@@ -156,6 +156,7 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
         uid: spec.uid,
         gid: spec.gid,
         tmp_size: spec.tmp_size,
+        ca_bundle: spec.ca_bundle.as_deref(),
     })?;
     if spec.workspace.is_some() {
         nix::sys::stat::umask(Mode::from_bits_truncate(0o007));

@@ -21,7 +21,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
 
-use ironclaw_protocol::WORKSPACE_MOUNT;
+use ironclaw_protocol::{CA_BUNDLE, WORKSPACE_MOUNT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
@@ -209,6 +209,8 @@ pub struct Execution<'a> {
     pub gid: u32,
     /// The size of the private `/tmp`, in bytes (its pages count as the execution's memory).
     pub tmp_size: u64,
+    /// A trust bundle to bind over the system one (the host's with the admin's authorities).
+    pub ca_bundle: Option<&'a Path>,
 }
 
 /// Opens host `path` under the old root as the host would resolve it (its symlinks stay inside
@@ -282,6 +284,9 @@ pub fn enter(execution: Execution) -> Result<(), RootError> {
         if let Some(fd) = open_host(&old_root, normal_absolute(path)?)? {
             bind_host(&fd, path, flags)?;
         }
+    }
+    if let Some(bundle) = execution.ca_bundle {
+        bind_host(&open_required(bundle)?, Path::new(CA_BUNDLE), READ_ONLY)?;
     }
     drop(old_root);
 

@@ -20,6 +20,7 @@ use crate::execution_result::{ExecutionResult, ExecutionStatus, LayerReport};
 use crate::proxy::{EgressProxy, PROXY_PORT, PROXY_URL, Scope};
 use crate::supervisor::resources::Backend;
 use crate::supervisor::workspace::{self, Workspace, WorkspaceError};
+use crate::trust::{BUNDLE_VARIABLES, CA_BUNDLE, Trust};
 
 /// The environment of exec plugins (nothing is inherited from the daemon).
 const PLUGIN_ENV: [(&str, &str); 4] = [
@@ -53,6 +54,8 @@ pub struct ExecutionPlan {
     pub kill_grace: Duration,
     pub monitor_interval: Duration,
     pub extra_read_paths: Vec<PathBuf>,
+    /// The TLS trust the sandbox sees.
+    pub trust: Arc<Trust>,
     /// What the resource backend cannot enforce on this host (reported with the result).
     pub resource_gaps: Vec<String>,
 }
@@ -153,6 +156,7 @@ impl ExecutionPlan {
             write_paths: self.effective.fs_write.iter().map(|g| g.value.0.clone()).collect(),
             workspace: workspace.map(|w| WorkspaceSpec { path: w.path.clone(), read_only: w.read_only }),
             tmp_size: self.limits.memory.0,
+            ca_bundle: self.trust.bundle.clone(),
             proxy_port: (!self.effective.network.is_empty()).then_some(PROXY_PORT),
             env: self.plugin_env(workspace.is_some()),
             requirements: self.requirements.clone(),
@@ -166,6 +170,9 @@ impl ExecutionPlan {
         if !self.effective.network.is_empty() {
             for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
                 env.push((var.into(), PROXY_URL.into()));
+            }
+            if self.trust.present {
+                env.extend(BUNDLE_VARIABLES.iter().map(|var| (var.to_string(), CA_BUNDLE.to_string())));
             }
         }
         if workspace {
