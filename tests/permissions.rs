@@ -43,7 +43,7 @@ fn errno(r: &Value) -> &str {
 }
 
 fn workspace_of(d: &Daemon, plugin: &str) -> PathBuf {
-    d.dir.path().join("state/workspaces").join(plugin)
+    d.workspace(plugin)
 }
 
 #[tokio::test]
@@ -176,10 +176,35 @@ async fn workspace_escapes_fail_at_the_kernel() {
     let r = d.exec("granted_native", json!({"attack": "read_file", "path": format!("{WORKSPACE}/planted")})).await;
     assert_eq!(errno(&r), "ENOENT", "{r}");
     // Another plugin's workspace is out of reach too.
-    let other = format!("{}/note.txt", workspace_of(&d, "granted_exec").display());
-    std::fs::write(&other, "theirs").unwrap();
+    std::fs::write(workspace_of(&d, "granted_exec").join("note.txt"), "theirs").unwrap();
+    let other = format!("{}/state/workspaces/granted_exec/note.txt", d.dir.path().display());
     let r = d.exec("granted_native", json!({"attack": "read_file", "path": other})).await;
     assert_eq!(errno(&r), "ENOENT", "{r}");
+}
+
+/// The workspace's size holds while the plugin writes: thousands of small files (each far under
+/// RLIMIT_FSIZE) stop at the cap with ENOSPC, in the same execution.
+#[tokio::test]
+async fn writing_past_the_workspace_size_with_many_files_gets_enospc() {
+    require_root!();
+    let d = daemon().await;
+    let fill = json!({"attack": "fill_dir", "dir": format!("{WORKSPACE}/many"), "count": 4000, "bytes": 4096});
+    let r = d.exec("granted_exec", fill).await;
+    assert_eq!(errno(&r), "ENOSPC", "{r}");
+    let written = r["data"]["bytes"].as_u64().unwrap();
+    assert!(
+        written > 0 && written <= 1 << 20,
+        "stopped at the 1 MiB size: {written} bytes in {} files",
+        r["data"]["files"]
+    );
+    // Measured from the daemon's side: the workspace's filesystem holds no more than its size.
+    let stats = nix::sys::statvfs::statvfs(&workspace_of(&d, "granted_exec")).unwrap();
+    assert!(stats.blocks() * stats.fragment_size() <= 1 << 20, "{}", stats.blocks() * stats.fragment_size());
+    // And the plugin still has what it wrote, read-only from now on.
+    let r = d.exec("granted_exec", json!({"attack": "read_file", "path": format!("{WORKSPACE}/many/d0/f0")})).await;
+    assert_eq!(errno(&r), "OK", "{r}");
+    let r = d.exec("granted_exec", json!({"attack": "write_file", "path": format!("{WORKSPACE}/more")})).await;
+    assert!(["ENOSPC", "EROFS"].contains(&errno(&r)), "{r}");
 }
 
 #[tokio::test]

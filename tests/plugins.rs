@@ -87,7 +87,7 @@ async fn file_ops_works_inside_its_workspace_only() {
         assert_eq!(r["status"], "invalid_input", "{r}");
         assert!(r["error"].as_str().unwrap().contains(message), "{r}");
     }
-    let ws = d.dir.path().join("state/workspaces/file_ops");
+    let ws = d.workspace("file_ops");
     std::os::unix::fs::symlink("/etc", ws.join("etc")).unwrap();
     let r = op(json!({"operation": "read", "path": "etc/passwd"})).await;
     assert!(r["error"].as_str().unwrap().contains("leads outside the workspace"), "{r}");

@@ -79,6 +79,7 @@ fn run() -> anyhow::Result<()> {
         return Ok(());
     }
     ironclaw_daemon::daemon::init_tracing(args.log_json, &args.log_level);
+    ironclaw_daemon::daemon::private_mounts()?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("failed to start the runtime")?;
     runtime.block_on(ironclaw_daemon::daemon::run(config))?;

@@ -330,6 +330,13 @@ impl Daemon {
         self.child.as_ref().unwrap().id()
     }
 
+    /// A plugin's workspace as the daemon sees it: its filesystem is mounted in the daemon's
+    /// own mount namespace, so the host's view of the same path is an empty directory.
+    pub fn workspace(&self, plugin: &str) -> PathBuf {
+        let state = self.dir.path().join("state/workspaces").join(plugin);
+        Path::new(&format!("/proc/{}/root", self.pid())).join(state.strip_prefix("/").unwrap())
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
     }

@@ -152,6 +152,17 @@ pub fn doctor(policies: &std::path::Path, as_json: bool) -> ExitCode {
                         format!("MISSING {}", host.missing_capabilities.join(", "))
                     },
                 ),
+                (
+                    "workspaces",
+                    match (&host.workspace_images_unavailable, host.workspace_online_growth) {
+                        (Some(reason), _) => format!("UNAVAILABLE: {reason}"),
+                        (None, true) => "size-capped ext4 images, grown online".to_string(),
+                        (None, false) => {
+                            "size-capped ext4 images (no CAP_SYS_RESOURCE: a larger size applies at the next start)"
+                                .into()
+                        }
+                    },
+                ),
             ])
         );
         print!(

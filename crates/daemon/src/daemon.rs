@@ -15,6 +15,8 @@ use crate::supervisor::{self, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("failed to give the daemon its own mount namespace (workspaces are mounted there)")]
+    MountNamespace(#[source] std::io::Error),
     #[error("failed to create the state directory {0}")]
     StateDir(PathBuf, #[source] std::io::Error),
     #[error("failed to load the policies")]
@@ -49,6 +51,16 @@ pub enum DaemonError {
     Signal(#[source] std::io::Error),
     #[error("failed to serve the API")]
     Serve(#[source] std::io::Error),
+}
+
+/// Gives the daemon a mount namespace of its own, before any thread starts (a namespace is a
+/// thread's until then): the workspace images it mounts stay out of the host's mount table,
+/// and go away with the daemon, however it ends. The host's later mounts still reach it.
+pub fn private_mounts() -> Result<(), DaemonError> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| DaemonError::MountNamespace(e.into()))?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+        .map_err(|e| DaemonError::MountNamespace(e.into()))
 }
 
 /// Loads everything, binds the listeners and serves until SIGTERM or SIGINT.
@@ -87,6 +99,9 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         cgroup_reason = host.cgroup_v2.reason.as_deref(),
         "host capabilities"
     );
+    if let Some(reason) = &host.workspace_images_unavailable {
+        tracing::error!(%reason, "workspaces cannot be size-capped filesystems: executions with a workspace will fail");
+    }
     if !host.missing_capabilities.is_empty() {
         tracing::error!(
             missing = ?host.missing_capabilities,

@@ -44,6 +44,12 @@ pub struct HostSupport {
     pub task_clock_unavailable: Option<String>,
     /// Why the fallback cannot measure an execution's socket buffers, when it cannot.
     pub socket_meter_unavailable: Option<String>,
+    /// Why workspaces cannot be size-capped filesystems here (no loop devices, a missing
+    /// tool), when they cannot: then every execution with a workspace fails.
+    pub workspace_images_unavailable: Option<String>,
+    /// Whether a mounted workspace can grow online (CAP_SYS_RESOURCE); otherwise a larger size
+    /// applies from the daemon's next start.
+    pub workspace_online_growth: bool,
     /// What the resource backend cannot enforce on this host, one line per gap (see
     /// [`HostSupport::find_resource_gaps`]); every result carries them too.
     pub resource_gaps: Vec<String>,

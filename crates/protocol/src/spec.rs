@@ -43,7 +43,8 @@ pub struct RunnerSpec {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceSpec {
-    pub path: PathBuf,
+    /// The loop device holding the workspace's filesystem (a size-capped ext4 image).
+    pub device: PathBuf,
     /// The workspace is at or over its size: this execution may only read it.
     pub read_only: bool,
 }

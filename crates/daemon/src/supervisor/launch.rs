@@ -17,6 +17,7 @@ use super::execution::{self, ExecutionPlan};
 use super::executions::ExecutionTable;
 use super::pool::RunnerPool;
 use super::resources::Backend;
+use super::workspace::Workspaces;
 use crate::audit::AuditLog;
 use crate::catalog::Catalog;
 use crate::catalog::policy::Effective;
@@ -53,7 +54,7 @@ enum Purpose {
 
 /// What every plan takes from the daemon's configuration.
 struct Settings {
-    workspaces: PathBuf,
+    workspaces: Arc<Workspaces>,
     uid_base: u32,
     kill_grace: Duration,
     monitor_interval: Duration,
@@ -90,7 +91,7 @@ impl Launcher {
         let n = config.executions.max_concurrent;
         Launcher {
             settings: Settings {
-                workspaces: config.state_dir.join(WORKSPACES_DIR),
+                workspaces: Arc::new(Workspaces::new(config.state_dir.join(WORKSPACES_DIR), config.uid_base())),
                 uid_base: config.uid_base(),
                 kill_grace: config.executions.kill_grace.0,
                 monitor_interval: config.executions.monitor_interval.0,

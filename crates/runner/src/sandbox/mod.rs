@@ -150,7 +150,7 @@ pub fn confine(ipc: &UnixStream) -> Result<Confinement, SandboxError> {
     //    execution (under another slot's uid, the same group) can use them.
     root::enter(root::Execution {
         plugin_dir: &spec.plugin_dir,
-        workspace: spec.workspace.as_ref().map(|w| (w.path.as_path(), w.read_only)),
+        workspace: spec.workspace.as_ref().map(|w| (w.device.as_path(), w.read_only)),
         read: &spec.read_paths,
         write: &spec.write_paths,
         uid: spec.uid,

@@ -201,7 +201,8 @@ pub fn prepare() -> Result<(), RootError> {
 /// What one execution's root holds beyond the prepared part.
 pub struct Execution<'a> {
     pub plugin_dir: &'a Path,
-    /// The workspace and whether it is read-only (full).
+    /// The workspace's block device (its size-capped filesystem) and whether it is read-only
+    /// (full).
     pub workspace: Option<(&'a Path, bool)>,
     pub read: &'a [PathBuf],
     pub write: &'a [PathBuf],
@@ -234,6 +235,21 @@ fn bind_host(fd: &OwnedFd, path: &Path, flags: MsFlags) -> Result<(), RootError>
     bind(&source, &target, flags)
 }
 
+/// Mounts the workspace's filesystem from its block device (the one the daemon has mounted,
+/// so the kernel shares it: the same files, the same size cap). Read-only when full, per mount.
+fn mount_workspace(device: &OwnedFd, read_only: bool) -> Result<(), RootError> {
+    let target = under(NEW_ROOT, Path::new(WORKSPACE_MOUNT));
+    let source = under(NEW_ROOT, Path::new(&format!("/proc/self/fd/{}", device.as_raw_fd())));
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some(&source), &target, Some("ext4"), flags, None::<&str>)
+        .map_err(step("mount the workspace on", &target))?;
+    if read_only {
+        let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags;
+        mount(None::<&str>, &target, None::<&str>, remount, None::<&str>).map_err(step("make read-only", &target))?;
+    }
+    Ok(())
+}
+
 /// A granted path must name something below `/`, without `.` or `..`: a grant of `/` itself
 /// would put the host's root over the sandbox's.
 fn normal_absolute(path: &Path) -> Result<&Path, RootError> {
@@ -257,12 +273,8 @@ pub fn enter(execution: Execution) -> Result<(), RootError> {
 
     // The plugin folder read-only; the workspace writable unless full, never executable.
     bind_host(&open_required(execution.plugin_dir)?, Path::new(PLUGIN_MOUNT), READ_ONLY)?;
-    if let Some((workspace, read_only)) = execution.workspace {
-        let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        if read_only {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        bind_host(&open_required(workspace)?, Path::new(WORKSPACE_MOUNT), flags)?;
+    if let Some((device, read_only)) = execution.workspace {
+        mount_workspace(&open_required(device)?, read_only)?;
     }
     // A private /tmp whose pages are memory: capped at the memory limit, counted against it.
     // Before the grants, which may lie under /tmp.

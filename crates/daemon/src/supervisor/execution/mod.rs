@@ -298,7 +298,7 @@ impl Execution {
             proxy.abort();
         }
         let (stdout, stdout_overflow) = join_or_default(self.stdout, READERS_GRACE).await;
-        let (stderr, _) = join_or_default(self.stderr, READERS_GRACE).await;
+        let (stderr, stderr_overflow) = join_or_default(self.stderr, READERS_GRACE).await;
         let report = match self.ipc.take() {
             Some(task) => join_or_default(task, READERS_GRACE).await,
             None => IpcReport::default(),
@@ -323,7 +323,9 @@ impl Execution {
             memory_limit: plan.limits.memory.0,
             peak_memory: counted_peak.unwrap_or(peak.memory_bytes),
             cpu_limit_ms: plan.limits.cpu_time.0.as_millis() as u64,
-            output_too_large: stdout_overflow,
+            // Either pipe past its limit: the reader stops there, so a plugin still writing may
+            // die of SIGPIPE before the overflow is handled as a stop.
+            output_too_large: stdout_overflow || stderr_overflow,
             ipc_garbage: report.garbage,
             confined: report.layers.is_some(),
             unenforceable: self.unenforceable.take(),

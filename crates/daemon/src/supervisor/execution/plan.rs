@@ -19,7 +19,7 @@ use crate::catalog::secrets::SecretEnv;
 use crate::execution_result::{ExecutionResult, ExecutionStatus, LayerReport};
 use crate::proxy::{EgressProxy, PROXY_PORT, PROXY_URL, Scope};
 use crate::supervisor::resources::Backend;
-use crate::supervisor::workspace::{self, Workspace, WorkspaceError};
+use crate::supervisor::workspace::{Workspace, WorkspaceError, Workspaces};
 use crate::trust::{BUNDLE_VARIABLES, CA_BUNDLE, Trust};
 
 /// The environment of exec plugins (nothing is inherited from the daemon).
@@ -43,8 +43,8 @@ pub struct ExecutionPlan {
     pub effective: Arc<Effective>,
     /// Names and values of the secrets this plugin is granted.
     pub secrets: SecretEnv,
-    /// The directory holding every plugin's workspace.
-    pub workspaces: PathBuf,
+    /// Every plugin's workspace.
+    pub workspaces: Arc<Workspaces>,
     pub proxy: Arc<EgressProxy>,
     pub uid: u32,
     pub uid_base: u32,
@@ -108,9 +108,9 @@ impl ExecutionPlan {
     /// Creates and measures the workspace, when the plugin is granted one.
     pub async fn workspace(&self) -> Result<Option<Workspace>, WorkspaceError> {
         let Some(size) = self.effective.workspace.as_ref().map(|g| g.value.0) else { return Ok(None) };
-        let (root, name, uid_base) = (self.workspaces.clone(), self.plugin.manifest.name.clone(), self.uid_base);
-        match tokio::task::spawn_blocking(move || workspace::prepare(&root, &name, uid_base, size)).await {
-            Ok(prepared) => prepared.map(Some).map_err(WorkspaceError::Prepare),
+        let (workspaces, name) = (self.workspaces.clone(), self.plugin.manifest.name.clone());
+        match tokio::task::spawn_blocking(move || workspaces.prepare(&name, size)).await {
+            Ok(prepared) => prepared.map(Some),
             Err(_) => Err(WorkspaceError::TaskFailed),
         }
     }
@@ -154,7 +154,7 @@ impl ExecutionPlan {
                 .chain(self.effective.fs_read.iter().map(|g| g.value.0.clone()))
                 .collect(),
             write_paths: self.effective.fs_write.iter().map(|g| g.value.0.clone()).collect(),
-            workspace: workspace.map(|w| WorkspaceSpec { path: w.path.clone(), read_only: w.read_only }),
+            workspace: workspace.map(|w| WorkspaceSpec { device: w.device.clone(), read_only: w.read_only }),
             tmp_size: self.limits.memory.0,
             ca_bundle: self.trust.bundle.clone(),
             proxy_port: (!self.effective.network.is_empty()).then_some(PROXY_PORT),

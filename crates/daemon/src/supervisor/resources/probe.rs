@@ -23,6 +23,9 @@ pub fn probe_host() -> (HostSupport, Arc<dyn Backend>) {
         task_clock_unavailable: fallback.then(cpu_clock::probe).and_then(Result::err),
         socket_meter_unavailable: fallback.then(socket_meter::probe).and_then(Result::err),
         cgroup_v2,
+        workspace_images_unavailable: crate::supervisor::workspace::probe().err(),
+        workspace_online_growth: caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE)
+            .unwrap_or(false),
         resource_gaps: Vec::new(),
     };
     host.resource_gaps = host.find_resource_gaps();
