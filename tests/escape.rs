@@ -31,6 +31,8 @@ const THROTTLED: &str = "misbehave_throttled";
 /// Files as large as 16 MiB, for memory held outside the page tables.
 const HOARDER: &str = "misbehave_hoarder";
 const WORKSPACE: &str = "/run/ironclaw/workspace";
+/// The size the policy below grants each workspace ("256KiB").
+const WORKSPACE_SIZE: u64 = 256 * 1024;
 
 const CANARY_TEXT: &str = "canary-file-secret-7f3a";
 const CANARY_ENV: &str = "canary-host-env-91bd";
@@ -1002,6 +1004,17 @@ fn resource_attempts(s: &mut Suite, backend: &str) {
             // The workspace's own filesystem is full: its size holds whatever the file limit.
             (Some("success"), _) if matches!(errno_of(&r["data"]), Some("EFBIG" | "ENOSPC")) => Ok(()),
             _ => Err(format!("expected ENOSPC, SIGXFSZ or EFBIG at the workspace size: {r}")),
+        }),
+    );
+    s.add(
+        "resources",
+        "fill the disk through the workspace with many small files",
+        // The neighbour's workspace is untouched by every other attempt: this one starts empty.
+        &[NEIGHBOUR],
+        vec![attack("fill_dir", json!({"dir": format!("{WORKSPACE}/many"), "count": 20_000, "bytes": 4096}))],
+        check(|r| match (errno_of(&r["data"]), r["data"]["bytes"].as_u64()) {
+            (Some("ENOSPC"), Some(bytes)) if bytes <= WORKSPACE_SIZE => Ok(()),
+            _ => Err(format!("expected ENOSPC within the workspace's {WORKSPACE_SIZE} bytes: {r}")),
         }),
     );
 }

@@ -56,7 +56,7 @@ if [ ! -e "$BASE/.complete" ]; then
     rm -rf "$BASE"
     started=$(date +%s)
     debootstrap --variant=minbase \
-        --include=systemd,systemd-sysv,curl,iproute2,ca-certificates,python3,procps,linux-image-cloud-amd64 \
+        --include=systemd,systemd-sysv,curl,iproute2,ca-certificates,python3,procps,kmod,e2fsprogs,linux-image-cloud-amd64 \
         bookworm "$BASE" "$mirror" > "$WORK/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap.log"; exit 1; }
     log "root built in $(($(date +%s) - started)) s"

@@ -147,7 +147,7 @@ const NEEDED_CAPABILITIES: &[(caps::Capability, &str)] = &[
     (caps::Capability::CAP_KILL, "killing runners that run as other uids"),
     (caps::Capability::CAP_CHOWN, "giving each workspace its plugin's group"),
     (caps::Capability::CAP_FSETID, "the set-group-id bit of workspaces"),
-    (caps::Capability::CAP_DAC_READ_SEARCH, "measuring workspaces whose files plugins created"),
+    (caps::Capability::CAP_DAC_READ_SEARCH, "regrouping workspaces whose files plugins created"),
 ];
 
 /// Needed by the fallback backend only: its monitor reads `/proc/<runner>/root/proc`.
