@@ -52,8 +52,8 @@ fn install_calculator(root: &Path) {
     let built = PathBuf::from(env!("CARGO_BIN_EXE_ironclawd")).parent().unwrap().join("libcalculator.so");
     assert!(built.is_file(), "{} is missing: run `make bench` (it builds the release plugins)", built.display());
     std::fs::copy(&built, dir.join("libcalculator.so")).unwrap();
-    // The same plugin, with its results cached; and with a network grant, so every execution
-    // also gets an egress proxy in its namespace.
+    // The same plugin, with its results cached; with a network grant, so every execution also
+    // gets an egress proxy in its namespace; and with a workspace, mounted into each sandbox.
     let variant = |name: &str, edit: &dyn Fn(String) -> String| {
         let dir = plugins.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -66,10 +66,11 @@ fn install_calculator(root: &Path) {
     variant("calculator_net", &|m| {
         m.replace("[parameters]", "[permissions]\nnetwork = [\"api.example.test\"]\n\n[parameters]")
     });
+    variant("calculator_ws", &|m| m.replace("[parameters]", "[permissions]\nworkspace = true\n\n[parameters]"));
     std::fs::create_dir_all(root.join("policies")).unwrap();
     std::fs::copy(repo.join("policies/default.toml"), root.join("policies/default.toml")).unwrap();
-    std::fs::write(root.join("policies/bench.toml"), "[plugins.calculator_net]\nnetwork = [\"api.example.test\"]\n")
-        .unwrap();
+    let grants = "[plugins.calculator_net]\nnetwork = [\"api.example.test\"]\n\n[plugins.calculator_ws]\nworkspace = \"16MiB\"\n";
+    std::fs::write(root.join("policies/bench.toml"), grants).unwrap();
 }
 
 async fn execute(client: &Client) -> f64 {
@@ -140,6 +141,12 @@ fn measure(root: &Path, prestarted: usize) -> serde_json::Value {
             networked.push(execute_plugin(&client, "calculator_net").await.0);
         }
         networked.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        // The same execution with its workspace mounted.
+        let mut with_workspace = Vec::with_capacity(SEQUENTIAL);
+        for _ in 0..SEQUENTIAL {
+            with_workspace.push(execute_plugin(&client, "calculator_ws").await.0);
+        }
+        with_workspace.sort_by(|a, b| a.partial_cmp(b).unwrap());
 
         // Cache hits: one miss fills the cache, then every call is served by the daemon alone.
         assert!(!execute_plugin(&client, "calculator_cached").await.1);
@@ -152,6 +159,7 @@ fn measure(root: &Path, prestarted: usize) -> serde_json::Value {
         hits.sort_by(|a, b| a.partial_cmp(b).unwrap());
         json!({
             "with_egress_proxy_ms": {"p50": percentile(&networked, 0.5), "p99": percentile(&networked, 0.99)},
+            "with_workspace_ms": {"p50": percentile(&with_workspace, 0.5), "p99": percentile(&with_workspace, 0.99)},
             "cache_hit_ms": {"p50": percentile(&hits, 0.5), "p99": percentile(&hits, 0.99), "samples": hits.len()},
             "prestarted_runners": prestarted,
             "cold_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99), "samples": latencies.len()},
@@ -173,20 +181,21 @@ fn main() {
     println!("machine: {}", machine());
     println!("calculator through the API on a unix socket; every execution is a fresh sandboxed process");
     println!(
-        "| runners | cold p50 | cold p99 | exec/s at 8 | daemon RSS idle / peak | with egress proxy p50 | cache hit p50 / p99 |"
+        "| runners | cold p50 | cold p99 | exec/s at 8 | daemon RSS idle / peak | with egress proxy p50 | with a workspace p50 | cache hit p50 / p99 |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut reports = Vec::new();
     for (prestarted, label) in [(2, "pre-started (default, 2 waiting)"), (0, "started on demand")] {
         let r = measure(dir.path(), prestarted);
         println!(
-            "| {label} | {:.2} ms | {:.2} ms | {:.0} | {:.1} / {:.1} MiB | {:.2} ms | {:.3} / {:.3} ms |",
+            "| {label} | {:.2} ms | {:.2} ms | {:.0} | {:.1} / {:.1} MiB | {:.2} ms | {:.2} ms | {:.3} / {:.3} ms |",
             r["cold_latency_ms"]["p50"].as_f64().unwrap(),
             r["cold_latency_ms"]["p99"].as_f64().unwrap(),
             r["throughput_per_second_at_8"].as_f64().unwrap(),
             r["daemon_rss_kib"]["idle"].as_f64().unwrap() / 1024.0,
             r["daemon_rss_kib"]["peak_under_load"].as_f64().unwrap() / 1024.0,
             r["with_egress_proxy_ms"]["p50"].as_f64().unwrap(),
+            r["with_workspace_ms"]["p50"].as_f64().unwrap(),
             r["cache_hit_ms"]["p50"].as_f64().unwrap(),
             r["cache_hit_ms"]["p99"].as_f64().unwrap(),
         );
