@@ -462,3 +462,32 @@ async fn granted_host_paths_are_bound_at_their_names_and_nothing_beside_them() {
     }
     let _ = std::fs::remove_dir_all(base);
 }
+
+/// The tool list an AI assistant sees: enabled, granted plugins, with hints from what the
+/// policy grants; and the same list in the vendors' function-calling formats.
+#[tokio::test]
+async fn the_tool_list_follows_the_grants() {
+    require_root!();
+    let d = daemon().await;
+    let tools = d.get("/api/v1/tools").await.body;
+    let names: Vec<&str> = tools["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["granted_exec", "granted_native"], "{tools}");
+    let native = &tools["tools"][1];
+    assert_eq!(
+        native["annotations"],
+        json!({"readOnlyHint": false, "openWorldHint": true, "idempotentHint": false}),
+        "a workspace and network, as granted: {native}"
+    );
+    assert_eq!(tools["tools"][0]["annotations"]["openWorldHint"], false);
+    assert_eq!(native["inputSchema"]["required"], json!(["attack"]));
+    let out = d.cli(&["tools", "export", "--format", "openai"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let openai: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(openai[1]["function"]["name"], "granted_native");
+    assert_eq!(openai[1]["function"]["parameters"], native["inputSchema"]);
+    // A disabled plugin is no tool.
+    let disabled = d.client().put("/api/v1/plugins/granted_exec/enable", &json!({"enabled": false})).await.unwrap();
+    assert_eq!(disabled.status, 200, "{}", disabled.body);
+    let tools = d.get("/api/v1/tools").await.body;
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 1, "{tools}");
+}

@@ -33,6 +33,11 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginsCommand,
     },
+    /// The plugins you may execute, as tools for an AI assistant.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
     /// Enable a plugin (persisted across restarts).
     Enable { name: String },
     /// Disable a plugin without unloading it (persisted across restarts).
@@ -101,6 +106,35 @@ pub enum PolicyCommand {
         #[arg(long, default_value = "plugins")]
         plugins: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ToolsCommand {
+    /// Print the tool list in a function-calling format.
+    Export {
+        #[arg(long, value_enum, default_value = "mcp")]
+        format: ToolFormat,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ToolFormat {
+    /// MCP `tools/list` (name, title, description, inputSchema, annotations).
+    Mcp,
+    /// OpenAI Chat Completions `tools`.
+    Openai,
+    /// Anthropic Messages `tools`.
+    Anthropic,
+}
+
+impl ToolFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ToolFormat::Mcp => "mcp",
+            ToolFormat::Openai => "openai",
+            ToolFormat::Anthropic => "anthropic",
+        }
+    }
 }
 
 #[derive(Subcommand)]

@@ -218,6 +218,7 @@ fn required(method: &Method, path: &str) -> Option<Role> {
     match (method, segments.as_slice()) {
         (&Method::GET, ["", "healthz"]) => None,
         (&Method::GET, ["", "api", "v1", "plugins"])
+        | (&Method::GET, ["", "api", "v1", "tools"])
         | (&Method::GET, ["", "api", "v1", "openapi.json"])
         | (&Method::GET, ["", "api", "v1", "plugins", _])
         | (&Method::POST, ["", "api", "v1", "plugins", _, "execute"])
@@ -281,6 +282,7 @@ mod tests {
         assert_eq!(required(&Method::GET, "/healthz"), None);
         assert_eq!(required(&Method::POST, "/api/v1/plugins/calculator/execute"), Some(Role::Executor));
         assert_eq!(required(&Method::GET, "/api/v1/plugins"), Some(Role::Executor));
+        assert_eq!(required(&Method::GET, "/api/v1/tools"), Some(Role::Executor));
         assert_eq!(required(&Method::PUT, "/api/v1/plugins/calculator/enable"), Some(Role::Admin));
         assert_eq!(required(&Method::POST, "/api/v1/plugins/reload-all"), Some(Role::Admin));
         assert_eq!(required(&Method::GET, "/api/v1/plugins/calculator/backups"), Some(Role::Admin));

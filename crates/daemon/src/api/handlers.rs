@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiQuery, ExecutionId, PluginName};
 use crate::execution_result::ExecutionResult;
+use crate::service::tools::ToolList;
 use crate::service::{EnabledState, ExecuteRequest, ExecutionFilter, PluginInfo, PluginList, Service, SystemReport};
 use crate::supervisor::executions::{AllStats, Cancelling, ExecutionList, ExecutionView, PluginStats};
 use crate::supervisor::launch::{Started, Wait};
@@ -51,6 +52,12 @@ pub async fn system(State(s): Svc) -> Json<SystemReport> {
     ))))]
 pub async fn list_plugins(State(s): Svc) -> Json<PluginList> {
     Json(s.plugins())
+}
+
+#[utoipa::path(get, path = "/api/v1/tools", tag = "plugins",
+    responses((status = 200, description = "The plugins the caller may execute, as MCP tools (name, title, description, a strict input schema, annotations from what policy grants)", body = ToolList)))]
+pub async fn list_tools(State(s): Svc) -> Json<ToolList> {
+    Json(s.tools())
 }
 
 #[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins", params(PluginName),

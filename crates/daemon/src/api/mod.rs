@@ -36,6 +36,7 @@ fn routes() -> (Router<Service>, utoipa::openapi::OpenApi) {
         .routes(routes!(healthz))
         .routes(routes!(system))
         .routes(routes!(list_plugins))
+        .routes(routes!(list_tools))
         .routes(routes!(plugin_info))
         .routes(routes!(execute))
         .routes(routes!(enable))

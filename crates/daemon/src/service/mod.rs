@@ -3,6 +3,7 @@
 //! way, so no rule about what a request may do lives in a front end.
 #![forbid(unsafe_code)]
 
+pub mod tools;
 pub mod views;
 
 use std::sync::Arc;
@@ -65,6 +66,11 @@ impl Service {
 
     pub fn plugin(&self, name: &str) -> Result<PluginInfo, ServiceError> {
         views::plugin(self.supervisor.catalog(), name).ok_or_else(|| SupervisorError::NotFound(name.into()).into())
+    }
+
+    /// The plugins the caller may execute, as tools for an AI assistant.
+    pub fn tools(&self) -> tools::ToolList {
+        tools::tools(self.supervisor.catalog())
     }
 
     /// Each loaded plugin's parameter schema.
