@@ -16,6 +16,7 @@
 //! - [`catalog`]: what admins write and ship (manifests, policies, secrets) and the registry
 //!   built from them; [`host`], what the kernel offers; [`id_range`], the ids this daemon
 //!   claimed; [`trust`], the certificate authorities plugins trust; [`config`]; [`audit`];
+//!   [`files`], atomic replacement and tolerant removal;
 //! - [`sys`]: the daemon's few system-call wrappers, its only `unsafe` code.
 #![deny(unsafe_code)]
 
@@ -29,6 +30,7 @@ pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod execution_result;
+pub mod files;
 pub mod host;
 pub mod id_range;
 pub mod proxy;

@@ -16,6 +16,8 @@ use base64::Engine;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::SectionKind;
 
+use crate::files::{unless_missing, write_atomically};
+
 pub use ironclaw_protocol::CA_BUNDLE;
 
 /// Where runtimes that do not read the system bundle by default are told to find it:
@@ -66,11 +68,7 @@ impl Trust {
         let target = state_dir.join(BUNDLE_FILE);
         if extra.is_empty() {
             // A bundle left by an earlier configuration must not linger as if it were trusted.
-            match std::fs::remove_file(&target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(TrustError::Write(target, e)),
-            }
+            unless_missing(std::fs::remove_file(&target)).map_err(|e| TrustError::Write(target, e))?;
             return Ok(Trust { bundle: None, present: system.is_file() });
         }
         let mut bundle = std::fs::read(system).map_err(TrustError::NoSystemBundle)?;
@@ -84,7 +82,7 @@ impl Trust {
                 bundle.extend_from_slice(&pem_certificate(&der));
             }
         }
-        write_atomically(&target, &bundle).map_err(|e| TrustError::Write(target.clone(), e))?;
+        write_atomically(&target, &bundle, 0o644).map_err(|e| TrustError::Write(target.clone(), e))?;
         Ok(Trust { bundle: Some(target), present: true })
     }
 }
@@ -126,17 +124,6 @@ fn pem_certificate(der: &[u8]) -> Vec<u8> {
     }
     pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
     pem
-}
-
-/// Writes `content` to `path` through a temporary file and a rename: a runner binds either the
-/// old bundle or the new one, never half of one. World-readable: plugins run as other users.
-fn write_atomically(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&partial)?;
-    file.write_all(content)?;
-    file.sync_all()?;
-    std::fs::rename(&partial, path)
 }
 
 #[cfg(test)]

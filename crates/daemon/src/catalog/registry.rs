@@ -418,9 +418,7 @@ impl Registry {
             if let Some(parent) = self.state_file.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let tmp = self.state_file.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec_pretty(&self.disabled)?)?;
-            std::fs::rename(&tmp, &self.state_file)
+            crate::files::write_atomically(&self.state_file, &serde_json::to_vec_pretty(&self.disabled)?, 0o600)
         };
         write().map_err(|e| RegistryError::WriteState(self.state_file.clone(), e))
     }

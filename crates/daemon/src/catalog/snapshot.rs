@@ -183,10 +183,7 @@ pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Removes what a previous daemon left under `root`.
 pub fn clear(root: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(root) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
+    crate::files::unless_missing(std::fs::remove_dir_all(root))
 }
 
 /// Names editors and tools use for temporary files: never a reason to reload.

@@ -17,11 +17,12 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+use crate::files::unless_missing;
 use crate::id_range::{RANGE_SIZE, WORKSPACE_GIDS};
 
 /// The smallest image mkfs.ext4 makes with room for files: a smaller workspace still gets this
@@ -125,8 +126,8 @@ impl Workspaces {
         let migrating = self.root.join(format!("{plugin}.migrating"));
         if migrating.exists() {
             // A migration the daemon did not finish: the directory is still whole there.
-            remove_if_present(&image).map_err(io)?;
-            remove_dir_if_present(&path).map_err(io)?;
+            unless_missing(std::fs::remove_file(&image)).map_err(io)?;
+            unless_missing(std::fs::remove_dir(&path)).map_err(io)?;
             std::fs::rename(&migrating, &path).map_err(io)?;
         }
         let image_size = if image.exists() {
@@ -205,7 +206,7 @@ fn run(command: &mut Command, action: &'static str, image: &Path) -> Result<Stri
 /// root (plugins never are).
 fn make_image(image: &Path, size: u64) -> Result<(), WorkspaceError> {
     let io = |e| WorkspaceError::Io(image.to_path_buf(), e);
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode_0600().open(image).map_err(io)?;
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(image).map_err(io)?;
     file.set_len(size).map_err(io)?;
     drop(file);
     let made = run(
@@ -217,16 +218,6 @@ fn make_image(image: &Path, size: u64) -> Result<(), WorkspaceError> {
         let _ = std::fs::remove_file(image);
     }
     made.map(drop)
-}
-
-trait CreateMode {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl CreateMode for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
-    }
 }
 
 /// Mounts `image` on `path` (through a loop device that goes away with the mount) and
@@ -312,20 +303,6 @@ fn set_len(image: &Path, size: u64) -> Result<(), WorkspaceError> {
         .open(image)
         .and_then(|f| f.set_len(size))
         .map_err(|e| WorkspaceError::Io(image.to_path_buf(), e))
-}
-
-fn remove_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-fn remove_dir_if_present(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
 }
 
 /// The lowest gid of `gids` no workspace under `root` has.
