@@ -38,6 +38,10 @@ pub enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Serve MCP on stdin and stdout for an AI assistant (`{"command": "ironclaw", "args":
+    /// ["mcp"]}`): relays to the daemon, which sees this process's own credentials. Nothing
+    /// but MCP messages is written to stdout; errors go to stderr.
+    Mcp,
     /// Enable a plugin (persisted across restarts).
     Enable { name: String },
     /// Disable a plugin without unloading it (persisted across restarts).

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::args::{Cli, Command, EXIT_FAILURE, EXIT_UNREACHABLE, PluginsCommand, PolicyCommand, ToolsCommand};
 use crate::client::{Answer, Client, Endpoint};
 use crate::local::{doctor, policy_check};
+use crate::relay;
 use crate::render::render;
 
 pub fn main() -> ExitCode {
@@ -45,20 +46,21 @@ fn parse_param(raw: &str) -> Result<(String, Value), String> {
 
 async fn run(cli: Cli, client: Client) -> ExitCode {
     let answer = match &cli.command {
+        Command::Mcp => return relay::mcp(&client).await,
         Command::Plugins { command: PluginsCommand::List } => client.get("/api/v1/plugins").await,
         Command::Tools { command: ToolsCommand::Export { format } } => {
             let answer = client.get("/api/v1/tools").await;
-            if let Ok(a) = &answer {
-                if a.status.is_success() {
-                    let exported = ironclaw_daemon::service::tools::export(&a.body, format.as_str());
-                    let text = exported.and_then(|v| serde_json::to_string_pretty(&v).ok());
-                    let Some(text) = text else {
-                        eprintln!("ironclaw: the daemon's tool list is not in the expected shape");
-                        return ExitCode::from(EXIT_FAILURE);
-                    };
-                    println!("{text}");
-                    return ExitCode::SUCCESS;
-                }
+            if let Ok(a) = &answer
+                && a.status.is_success()
+            {
+                let exported = ironclaw_daemon::service::tools::export(&a.body, format.as_str());
+                let text = exported.and_then(|v| serde_json::to_string_pretty(&v).ok());
+                let Some(text) = text else {
+                    eprintln!("ironclaw: the daemon's tool list is not in the expected shape");
+                    return ExitCode::from(EXIT_FAILURE);
+                };
+                println!("{text}");
+                return ExitCode::SUCCESS;
             }
             answer
         }

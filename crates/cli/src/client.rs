@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -123,6 +124,52 @@ impl Client {
         Ok(Answer { status, headers, body })
     }
 }
+
+impl Client {
+    /// Opens `path` and switches the connection to `protocol` (`101 Switching Protocols`): the
+    /// raw stream, for `ironclaw mcp`. A refusal comes back as the daemon's answer.
+    pub async fn upgrade(&self, path: &str, protocol: &str) -> Result<Result<Upgraded, Answer>, ClientError> {
+        let (host, stream): (String, Box<dyn Stream>) = match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
+                ("localhost".into(), Box::new(stream))
+            }
+            Endpoint::Tcp(addr) => {
+                let stream =
+                    tokio::net::TcpStream::connect(addr).await.map_err(|e| ClientError::Connect(addr.clone(), e))?;
+                (addr.clone(), Box::new(stream))
+            }
+        };
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(ClientError::Http)?;
+        tokio::spawn(connection.with_upgrades());
+        let mut builder = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", host)
+            .header("connection", "upgrade")
+            .header("upgrade", protocol);
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let request = builder.body(Full::new(Bytes::new())).map_err(ClientError::Request)?;
+        let response = sender.send_request(request).await.map_err(ClientError::Http)?;
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (status, headers) = (response.status(), response.headers().clone());
+            let bytes = response.into_body().collect().await.map_err(ClientError::Http)?.to_bytes();
+            let body = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+            return Ok(Err(Answer { status, headers, body }));
+        }
+        Ok(Ok(hyper::upgrade::on(response).await.map_err(ClientError::Http)?))
+    }
+}
+
+/// A connection to the daemon, either kind.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
 
 async fn handshake<S>(stream: S) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError>
 where

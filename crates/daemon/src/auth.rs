@@ -224,7 +224,9 @@ fn required(method: &Method, path: &str) -> Option<Role> {
         | (&Method::POST, ["", "api", "v1", "plugins", _, "execute"])
         | (&Method::GET, ["", "api", "v1", "executions"])
         | (&Method::GET, ["", "api", "v1", "executions", _])
-        | (&Method::POST, ["", "api", "v1", "executions", _, "cancel"]) => Some(Role::Executor),
+        | (&Method::POST, ["", "api", "v1", "executions", _, "cancel"])
+        | (_, ["", "mcp"])
+        | (&Method::GET, ["", "mcp", "stream"]) => Some(Role::Executor),
         _ => Some(Role::Admin),
     }
 }
@@ -283,6 +285,11 @@ mod tests {
         assert_eq!(required(&Method::POST, "/api/v1/plugins/calculator/execute"), Some(Role::Executor));
         assert_eq!(required(&Method::GET, "/api/v1/plugins"), Some(Role::Executor));
         assert_eq!(required(&Method::GET, "/api/v1/tools"), Some(Role::Executor));
+        for method in [Method::POST, Method::GET, Method::DELETE] {
+            assert_eq!(required(&method, "/mcp"), Some(Role::Executor), "MCP is the executor's, whatever the method");
+        }
+        assert_eq!(required(&Method::GET, "/mcp/stream"), Some(Role::Executor));
+        assert_eq!(required(&Method::POST, "/mcp/anything"), Some(Role::Admin));
         assert_eq!(required(&Method::PUT, "/api/v1/plugins/calculator/enable"), Some(Role::Admin));
         assert_eq!(required(&Method::POST, "/api/v1/plugins/reload-all"), Some(Role::Admin));
         assert_eq!(required(&Method::GET, "/api/v1/plugins/calculator/backups"), Some(Role::Admin));

@@ -114,6 +114,12 @@ pub struct ApiConfig {
     pub tokens_file: Option<PathBuf>,
     /// Let TCP callers in without a token, as admins: loopback only, and logged as a warning.
     pub insecure_tcp: bool,
+    /// Browser origins (`scheme://host:port`, `:*` for any port) allowed to call `/mcp`. None by
+    /// default: a request that carries any `Origin` is refused with 403.
+    pub mcp_allowed_origins: Vec<String>,
+    /// Names clients reach the TCP listener by, beyond loopback and its own address, accepted
+    /// in `Host` at `/mcp` (which refuses others against DNS rebinding).
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +190,8 @@ impl Default for ApiConfig {
             audit_log: None,
             tokens_file: None,
             insecure_tcp: false,
+            mcp_allowed_origins: Vec::new(),
+            mcp_allowed_hosts: Vec::new(),
         }
     }
 }

@@ -152,7 +152,8 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
         insecure_tcp: config.api.insecure_tcp,
         audit,
     })?;
-    let router = crate::api::router(crate::service::Service::new(supervisor.clone()), gate);
+    let mcp_sessions = tokio_util::sync::CancellationToken::new();
+    let router = crate::api::router(crate::service::Service::new(supervisor.clone()), gate, mcp_sessions.clone());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -207,6 +208,7 @@ pub async fn run(mut config: Config) -> Result<(), DaemonError> {
     crate::systemd::stopping();
     tracing::info!("shutting down: no new executions, waiting for in-flight ones");
     let _ = stop_tx.send(true);
+    mcp_sessions.cancel();
     supervisor.shutdown(config.executions.shutdown_grace.0).await;
     while servers.join_next().await.is_some() {}
     if let Some(path) = socket {

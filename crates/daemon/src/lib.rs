@@ -6,7 +6,8 @@
 //! sends, the messages it reads back.
 //!
 //! The parts, and which way the arrows go (a module uses only those below it):
-//! - front end: [`api`] (REST: routes, extractors, errors, the OpenAPI document), behind
+//! - front end: [`api`] (REST: routes, extractors, errors, the OpenAPI document) and [`mcp`]
+//!   (the plugins as MCP tools, over Streamable HTTP and a stream for stdio), behind
 //!   [`auth`], served by [`server`]; [`daemon`] starts and stops everything, with [`systemd`]
 //!   and the [`watcher`];
 //! - [`service`]: every operation a front end offers, with typed answers;
@@ -33,6 +34,7 @@ pub mod execution_result;
 pub mod files;
 pub mod host;
 pub mod id_range;
+pub mod mcp;
 pub mod proxy;
 pub mod server;
 pub mod service;

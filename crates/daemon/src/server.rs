@@ -2,8 +2,9 @@
 //! cap, and a daemon that local users and TCP clients can reach needs both: a client that
 //! trickles its headers (slowloris) is cut off after `header_timeout`, and connections beyond
 //! `max_connections` get a 503 with `Retry-After` at once while the others keep being served.
-//! The caller's identity ([`Peer`]) is attached to every request for the role check. Body read
-//! timeouts are the router's (`api::router`).
+//! The caller's identity ([`Peer`]) is attached to every request for the role check, and its
+//! [`ConnectionSlot`], which a connection upgraded to a stream (`/mcp/stream`) keeps while the
+//! stream lasts. Body read timeouts are the router's (`api::router`).
 #![forbid(unsafe_code)]
 
 use std::future::Future;
@@ -15,10 +16,10 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
 use tower::ServiceExt;
 
 use crate::auth::Peer;
@@ -29,6 +30,13 @@ pub struct ConnectionLimits {
     /// Time allowed for a request's headers to arrive, from the first byte or from keep-alive.
     pub header_timeout: Duration,
     pub max_connections: usize,
+}
+
+/// One of a listener's `max_connections`, held by the connection and by whatever it was
+/// upgraded to.
+#[derive(Clone)]
+pub struct ConnectionSlot {
+    _held: Arc<OwnedSemaphorePermit>,
 }
 
 /// How long a graceful shutdown waits for open connections before dropping them.
@@ -66,9 +74,11 @@ pub async fn serve<L: Accept>(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let graceful = GracefulShutdown::new();
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        while connections.try_join_next().is_some() {}
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
@@ -87,23 +97,36 @@ pub async fn serve<L: Accept>(
             tokio::spawn(refuse(io));
             continue;
         };
+        let slot = ConnectionSlot { _held: Arc::new(permit) };
         let service = router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer.clone()));
+            request.extensions_mut().insert(slot.clone());
             request.map(Body::new)
         });
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+            .with_upgrades();
+        let mut stopped = stopped.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = async { drop(stopped.wait_for(|s| *s).await) } => {
+                    // Finish the request in flight, then close.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop(permit);
         });
     }
-    if tokio::time::timeout(SHUTDOWN_WAIT, graceful.shutdown()).await.is_err() {
+    let _ = stop.send(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_WAIT, drained).await.is_err() {
         tracing::warn!("connections still open after {SHUTDOWN_WAIT:?}: dropping them");
     }
 }

@@ -16,6 +16,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -60,14 +61,17 @@ pub fn openapi() -> Value {
     document_json(&routes().1)
 }
 
-/// All routes, in one table, behind the role check of `gate`.
-pub fn router(service: Service, gate: Arc<crate::auth::Gate>) -> Router {
+/// All routes, REST and MCP, in one table, behind the role check of `gate`. MCP sessions end
+/// when `stopping` is cancelled.
+pub fn router(service: Service, gate: Arc<crate::auth::Gate>, stopping: CancellationToken) -> Router {
     let api = &service.supervisor().config().api;
     let (max_body, body_timeout) = (api.max_body.0 as usize, api.body_timeout.0);
+    let mcp = crate::mcp::routes(service.clone(), mcp_settings(api), stopping);
     let (routes, document) = routes();
     let document = Arc::new(document_json(&document));
     let served = move |State(s): State<Service>| async move { Json(with_plugins(&document, s.parameter_schemas())) };
     routes
+        .merge(mcp)
         .route("/api/v1/openapi.json", get(served))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -80,6 +84,19 @@ pub fn router(service: Service, gate: Arc<crate::auth::Gate>) -> Router {
         .layer(axum::middleware::from_fn_with_state(gate, crate::auth::authorize))
         .layer(TraceLayer::new_for_http())
         .with_state(service)
+}
+
+fn mcp_settings(api: &crate::config::ApiConfig) -> crate::mcp::McpSettings {
+    let mut allowed_hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+    if let Some(tcp) = api.tcp {
+        allowed_hosts.push(tcp.ip().to_string());
+    }
+    allowed_hosts.extend(api.mcp_allowed_hosts.iter().cloned());
+    crate::mcp::McpSettings {
+        allowed_origins: api.mcp_allowed_origins.clone(),
+        allowed_hosts,
+        max_message: api.max_body.0 as usize,
+    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,11 @@ pub mod secrets;
 pub mod snapshot;
 pub mod units;
 
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use semver::Version;
+use tokio::sync::watch;
 
 use crate::execution_result::{ExecutionResult, ExecutionStatus};
 use policy::{Effective, PolicySet};
@@ -44,6 +46,9 @@ pub enum CatalogError {
 pub struct Catalog {
     api_version: Version,
     state: RwLock<State>,
+    /// Counts the writes, each announced once the lock is free again: a front end that shows
+    /// what the catalog holds (MCP's tool list) looks again when it moves.
+    writes: watch::Sender<u64>,
 }
 
 struct State {
@@ -61,9 +66,36 @@ impl State {
     }
 }
 
+/// The write lock, which announces the write when it is released.
+struct Written<'a> {
+    guard: Option<RwLockWriteGuard<'a, State>>,
+    writes: &'a watch::Sender<u64>,
+}
+
+impl Deref for Written<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for Written<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Written<'_> {
+    fn drop(&mut self) {
+        // Released first, so whoever is woken reads the state as written.
+        drop(self.guard.take());
+        self.writes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// A change of the registry in progress (see [`Catalog::edit`]).
 pub struct Edit<'a> {
-    state: RwLockWriteGuard<'a, State>,
+    state: Written<'a>,
     api_version: &'a Version,
 }
 
@@ -97,6 +129,7 @@ impl Catalog {
                 policy_error: None,
                 secrets: Arc::new(secrets),
             }),
+            writes: watch::Sender::new(0),
         }
     }
 
@@ -104,8 +137,14 @@ impl Catalog {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, State> {
-        self.state.write().unwrap_or_else(|p| p.into_inner())
+    fn write(&self) -> Written<'_> {
+        Written { guard: Some(self.state.write().unwrap_or_else(|p| p.into_inner())), writes: &self.writes }
+    }
+
+    /// Moves after every write to the catalog (a reload, an enable or disable, a policy or
+    /// secrets change, a rollback), once the write is visible.
+    pub fn writes(&self) -> watch::Receiver<u64> {
+        self.writes.subscribe()
     }
 
     /// The plugin API version this daemon provides.

@@ -73,6 +73,16 @@ impl Service {
         tools::tools(self.supervisor.catalog())
     }
 
+    /// A watch on [`Service::tools`], for a front end that announces its changes.
+    pub fn tool_list_changes(&self) -> tools::ToolListChanges {
+        tools::ToolListChanges::new(self.supervisor.clone())
+    }
+
+    /// How long the plugin may run, when it may run now.
+    pub fn time_limit(&self, name: &str) -> Option<std::time::Duration> {
+        self.supervisor.catalog().runnable(name).ok().map(|(_, effective)| effective.limits.timeout.0)
+    }
+
     /// Each loaded plugin's parameter schema.
     pub fn parameter_schemas(&self) -> Vec<PluginParameters> {
         views::parameter_schemas(self.supervisor.catalog())

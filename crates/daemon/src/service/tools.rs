@@ -4,12 +4,16 @@
 //! policy grants, never from what the plugin claims.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
 use crate::catalog::registry::PluginState;
+use crate::supervisor::Supervisor;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ToolList {
@@ -66,6 +70,43 @@ pub fn tools(catalog: &Catalog) -> ToolList {
             .collect()
     });
     ToolList { tools }
+}
+
+/// Wakes when the tool list differs from the one seen last: the catalog announces every
+/// write, and most (an execution's history, a reload that changed nothing) leave the list as
+/// it was.
+pub struct ToolListChanges {
+    supervisor: Arc<Supervisor>,
+    writes: watch::Receiver<u64>,
+    seen: Value,
+}
+
+impl ToolListChanges {
+    pub(super) fn new(supervisor: Arc<Supervisor>) -> Self {
+        let mut writes = supervisor.catalog().writes();
+        writes.mark_unchanged();
+        let seen = listing(supervisor.catalog());
+        ToolListChanges { supervisor, writes, seen }
+    }
+
+    /// Returns once the list has changed. (The catalog, which holds the sender, lives as long
+    /// as `self` does: the channel never closes under us.)
+    pub async fn changed(&mut self) {
+        loop {
+            if self.writes.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let now = listing(self.supervisor.catalog());
+            if now != self.seen {
+                self.seen = now;
+                return;
+            }
+        }
+    }
+}
+
+fn listing(catalog: &Catalog) -> Value {
+    serde_json::to_value(tools(catalog)).unwrap_or_default()
 }
 
 /// The schema strict function-calling clients accept: an object schema without properties is

@@ -9,6 +9,7 @@ use std::time::Duration;
 use ironclaw_plugin_sdk::Operation;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::admission::Admission;
@@ -36,6 +37,9 @@ pub const WORKSPACES_DIR: &str = "workspaces";
 pub enum Wait {
     /// Wait for the result.
     Result,
+    /// Wait for the result, and cancel the execution when `stop` is cancelled first (a client
+    /// that gave up on the call, or went away). The execution then ends `cancelled`.
+    ResultUnless(CancellationToken),
     /// Return the id at once; the result is fetched later.
     Detach,
 }
@@ -225,6 +229,18 @@ impl Launcher {
         };
 
         let (done_tx, done_rx) = oneshot::channel();
+        // A caller's cancellation reaches the execution as `POST .../cancel` would, whether
+        // or not the caller still waits: the caller's future may be dropped with it.
+        let canceller = match &wait {
+            Wait::ResultUnless(stop) => {
+                let (this, id, stop) = (self.clone(), id.clone(), stop.clone());
+                Some(tokio::spawn(async move {
+                    stop.cancelled().await;
+                    let _ = this.table.cancel(&id);
+                }))
+            }
+            Wait::Result | Wait::Detach => None,
+        };
         let this = self.clone();
         let span = tracing::info_span!("execution", id = %id, plugin = %name, uid = plan.uid, trial = !recorded);
         tokio::spawn(
@@ -232,6 +248,7 @@ impl Launcher {
                 tracing::debug!("starting");
                 let ttl = plan.limits.cache_ttl;
                 let result = execution::execute(plan, &this.runners, cancel).await;
+                canceller.inspect(tokio::task::JoinHandle::abort);
                 drop((slot, uncancellable));
                 // Only successes are cached: a failure may be transient, and is never replayed.
                 if let (Some(key), Some(ttl), ExecutionStatus::Success) = (cache_key, ttl, result.status) {
@@ -246,7 +263,7 @@ impl Launcher {
         );
         match wait {
             Wait::Detach => Ok(Started::Detached(id)),
-            Wait::Result => {
+            Wait::Result | Wait::ResultUnless(_) => {
                 done_rx.await.map(|r| Started::Finished(Box::new(r))).map_err(|_| SupervisorError::TaskFailed)
             }
         }
