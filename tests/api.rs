@@ -57,7 +57,7 @@ async fn calculator_errors_are_results() {
     require_root!();
     let d = calculator().await;
     let r = d.exec("calculator", json!({"expression": "1/0"})).await;
-    assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("error"), Some("division by zero")));
+    assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("invalid_input"), Some("division by zero")));
     let r = d.exec("calculator", json!({"expression": "factorial(100000)"})).await;
     assert_eq!(r["status"], "error");
     assert!(r["error"].as_str().unwrap().starts_with("result too large"), "{r}");

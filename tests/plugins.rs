@@ -44,7 +44,7 @@ async fn calculator() {
     let r = d.exec("calculator", json!({"expression": "sqrt(16) + sin(pi/2)"})).await;
     assert_eq!((r["status"].as_str(), &r["data"]["result"]), (Some("success"), &json!(5)), "{r}");
     let r = d.exec("calculator", json!({"expression": "1/0"})).await;
-    assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("error"), Some("division by zero")), "{r}");
+    assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("invalid_input"), Some("division by zero")), "{r}");
 }
 
 // ---------------------------------------------------------------- file_ops

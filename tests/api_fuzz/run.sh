@@ -11,10 +11,7 @@ MAX_EXAMPLES=${API_FUZZ_EXAMPLES:-60}
 VENV=target/venv
 SCHEMATHESIS_VERSION=4.32.5
 
-if [ ! -x "$VENV/bin/schemathesis" ] || ! "$VENV/bin/schemathesis" --version | grep -q "$SCHEMATHESIS_VERSION"; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
-fi
+tests/venv.sh "schemathesis==$SCHEMATHESIS_VERSION"
 
 work=$(mktemp -d /tmp/ironclaw-api-fuzz-XXXXXX)
 daemon=

@@ -23,14 +23,23 @@ pub enum CalcError {
     TooLarge(String),
 }
 
+/// A name as an error echoes it: its first 40 characters, so an error never carries the
+/// whole of a long input.
+fn abbreviated(name: &str) -> String {
+    match name.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}...", &name[..cut]),
+        None => name.to_string(),
+    }
+}
+
 impl fmt::Display for CalcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CalcError::TooLong(n) => write!(f, "expression is too long ({n} bytes, the limit is {MAX_LENGTH})"),
             CalcError::TooDeep => write!(f, "expression is nested too deeply (the limit is {MAX_DEPTH} levels)"),
             CalcError::Syntax(m) => write!(f, "syntax error: {m}"),
-            CalcError::UnknownName(n) => write!(f, "unknown name '{n}'"),
-            CalcError::UnknownFunction(n) => write!(f, "unknown function '{n}'"),
+            CalcError::UnknownName(n) => write!(f, "unknown name '{}'", abbreviated(n)),
+            CalcError::UnknownFunction(n) => write!(f, "unknown function '{}'", abbreviated(n)),
             CalcError::Arity { function, expected, got } => {
                 write!(f, "{function}() takes {expected} argument(s), {got} given")
             }

@@ -46,13 +46,10 @@ impl Plugin for Calculator {
 
     fn execute(&self, parameters: &Value, _context: &Context<'_>) -> Result<Value, PluginError> {
         let (expression, precision) = Self::parameters(parameters).map_err(PluginError::InvalidInput)?;
-        match expr::evaluate(expression) {
-            Ok(value) => Ok(json!({"result": to_json(value, precision), "expression": expression})),
-            Err(e @ (expr::CalcError::TooLong(_) | expr::CalcError::TooDeep | expr::CalcError::Syntax(_))) => {
-                Err(PluginError::InvalidInput(e.to_string()))
-            }
-            Err(e) => Err(PluginError::Failed(e.to_string())),
-        }
+        // Every way an evaluation fails (syntax, an unknown name, division by zero, a domain or
+        // range error) is a property of the expression: the caller's to fix.
+        let value = expr::evaluate(expression).map_err(|e| PluginError::InvalidInput(e.to_string()))?;
+        Ok(json!({"result": to_json(value, precision), "expression": expression}))
     }
 }
 
@@ -81,7 +78,12 @@ mod tests {
 
     #[test]
     fn errors_are_classified() {
-        assert_eq!(run(json!({"expression": "1/0"})), Err(PluginError::Failed("division by zero".into())));
+        assert_eq!(run(json!({"expression": "1/0"})), Err(PluginError::InvalidInput("division by zero".into())));
+        assert_eq!(
+            run(json!({"expression": "nope(1)"})),
+            Err(PluginError::InvalidInput("unknown function 'nope'".into()))
+        );
+        assert!(matches!(run(json!({"expression": "sqrt(-1)"})), Err(PluginError::InvalidInput(_))));
         assert!(matches!(run(json!({"expression": "1 +"})), Err(PluginError::InvalidInput(_))));
         assert!(matches!(run(json!({"expression": 5})), Err(PluginError::InvalidInput(_))));
         assert!(matches!(run(json!({"expression": "1", "precision": 99})), Err(PluginError::InvalidInput(_))));
