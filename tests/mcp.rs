@@ -244,6 +244,10 @@ async fn tools_and_calls_over_every_transport_and_revision() {
             assert_eq!(calculator["annotations"]["openWorldHint"], false, "no network grant");
             assert_eq!(tool(tools, "file_ops")["annotations"]["readOnlyHint"], false, "a workspace is granted");
             assert_eq!(tool(tools, "web_search")["annotations"]["openWorldHint"], true, "network is granted");
+            // The manifest's [output] is the tool's outputSchema; a plugin without one has none.
+            assert_eq!(calculator["outputSchema"]["required"], json!(["expression", "result"]), "{context}");
+            assert_eq!(calculator["title"], "Calculator", "{context}");
+            assert!(tool(tools, "misbehave_native").get("outputSchema").is_none(), "{context}");
             let misbehave = &tool(tools, "misbehave_native")["inputSchema"];
             assert_eq!(misbehave["properties"]["attack"]["type"], "string", "{context}");
 

@@ -84,3 +84,33 @@ async fn libraries_that_cannot_be_loaded_are_refused_with_the_reason() {
     let r = d.exec("calculator", json!({"expression": "1+1"})).await;
     assert_eq!(r["data"]["result"], 2, "the others still run: {r}");
 }
+
+#[tokio::test]
+async fn a_result_of_another_shape_than_its_output_schema_is_an_error() {
+    require_root!();
+    let d = Daemon::builder().plugins(&["misbehave_native"]).start().await;
+    // The fixture's `sleep` answers {"slept": true}; declare that it answers a string.
+    let manifest = d.dir.path().join("plugins/misbehave_native/plugin.toml");
+    let declared = "\n[output]\ntype = \"object\"\nrequired = [\"slept\"]\nproperties.slept = { type = \"string\" }\n";
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(declared);
+    std::fs::write(&manifest, &text).unwrap();
+    let reloaded = d.client().post("/api/v1/plugins/misbehave_native/reload", &json!({})).await.unwrap();
+    assert_eq!(reloaded.body["result"], "changed", "{}", reloaded.body);
+
+    let r = d.exec("misbehave_native", json!({"attack": "sleep", "seconds": 0})).await;
+    assert_eq!(r["status"], "error", "{r}");
+    assert_eq!(
+        error(&r),
+        "the plugin's result does not match its [output] schema at '/slept': true is not of type \"string\"",
+        "{r}"
+    );
+    assert!(r["data"].is_null(), "the mismatching data is not passed on: {r}");
+
+    // Declared as it is, the same result passes.
+    let as_it_is = declared.replace("{ type = \"string\" }", "{ type = \"boolean\" }");
+    std::fs::write(&manifest, text.replace(declared, &as_it_is)).unwrap();
+    d.client().post("/api/v1/plugins/misbehave_native/reload", &json!({})).await.unwrap();
+    let r = d.exec("misbehave_native", json!({"attack": "sleep", "seconds": 0})).await;
+    assert_eq!((&r["status"], &r["data"]), (&json!("success"), &json!({"slept": true})), "{r}");
+}

@@ -138,8 +138,15 @@ mod tests {
         assert_eq!(link["operationId"], "plugin_info", "links as the spec spells them: {link}");
 
         let schema = json!({"type": "object", "required": ["expression"]});
-        let calculator =
-            PluginParameters { plugin: "calculator".into(), schema: schema.clone(), may_be_omitted: false };
+        let output = json!({"type": "object", "required": ["result"]});
+        let calculator = PluginParameters {
+            plugin: "calculator".into(),
+            title: Some("Calculator".into()),
+            description: "Evaluates arithmetic".into(),
+            schema: schema.clone(),
+            output: Some(output.clone()),
+            may_be_omitted: false,
+        };
         let served = with_plugins(&doc, vec![calculator]);
         let calculator = &served["paths"]["/api/v1/plugins/calculator/execute"]["post"];
         let body = &calculator["requestBody"]["content"]["application/json"]["schema"];
@@ -148,7 +155,15 @@ mod tests {
         assert_eq!(body["required"], json!(["parameters"]));
         assert!(calculator["parameters"].is_null(), "no path parameter left");
         assert!(served["paths"].get("/api/v1/plugins/{name}/execute").is_none(), "the generic operation is replaced");
-        assert_eq!(calculator["responses"], paths["/api/v1/plugins/{name}/execute"]["post"]["responses"]);
+        assert_eq!(
+            (&calculator["summary"], &calculator["description"]),
+            (&json!("Runs Calculator"), &json!("Evaluates arithmetic"))
+        );
+        let generic = &paths["/api/v1/plugins/{name}/execute"]["post"]["responses"];
+        let ok = &calculator["responses"]["200"]["content"]["application/json"]["schema"];
+        assert_eq!(ok["allOf"][0], generic["200"]["content"]["application/json"]["schema"], "{ok}");
+        assert_eq!(ok["allOf"][1]["properties"]["data"]["anyOf"], json!([output, {"type": "null"}]), "{ok}");
+        assert_eq!(calculator["responses"]["400"], generic["400"]);
         println!("{}", serde_json::to_string_pretty(&doc).unwrap());
     }
 

@@ -17,10 +17,17 @@ pub fn with_plugins(document: &Value, plugins: Vec<PluginParameters>) -> Value {
         .and_then(|paths| paths.remove("/api/v1/plugins/{name}/execute"))
         .map(|path| path["post"].clone())
         .unwrap_or_default();
-    for PluginParameters { plugin: name, schema: parameters, may_be_omitted } in plugins {
+    for PluginParameters { plugin: name, title, description, schema: parameters, output, may_be_omitted } in plugins {
         let mut operation = generic.clone();
         operation["operationId"] = json!(format!("execute_{name}"));
-        operation["summary"] = json!(format!("Runs {name}"));
+        operation["summary"] = json!(format!("Runs {}", title.as_deref().unwrap_or(&name)));
+        operation["description"] = json!(description);
+        if let Some(output) = output {
+            // What `data` holds: the declared shape on success, null on every other status.
+            let result = &mut operation["responses"]["200"]["content"]["application/json"]["schema"];
+            *result =
+                json!({"allOf": [result.clone(), {"properties": {"data": {"anyOf": [output, {"type": "null"}]}}}]});
+        }
         operation.as_object_mut().map(|o| o.remove("parameters"));
         operation["requestBody"]["content"]["application/json"]["schema"] = json!({
             "type": "object",

@@ -30,7 +30,11 @@ pub enum ManifestError {
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     pub name: String,
+    /// For people: what a client shows as the tool's name (from `name` when absent).
+    #[serde(default)]
+    pub title: Option<String>,
     pub version: Version,
+    /// For the model: what the plugin does, what it needs and what it returns.
     pub description: String,
     /// A semver requirement on the plugin API version (see `ironclaw_plugin_sdk::API_VERSION`).
     pub api: VersionReq,
@@ -43,6 +47,10 @@ pub struct Manifest {
     pub permissions: Permissions,
     /// The JSON Schema of the `parameters` object.
     pub parameters: Value,
+    /// The JSON Schema of a successful result's `data`, when the plugin declares it: results
+    /// are checked against it, and MCP clients get it as the tool's `outputSchema`.
+    #[serde(default)]
+    pub output: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -223,6 +231,18 @@ impl Manifest {
         if let Err(e) = jsonschema::validator_for(&self.parameters) {
             return Err(invalid("parameters", format!("is not a valid JSON Schema: {e}")));
         }
+        if let Some(output) = &self.output {
+            // MCP's outputSchema describes an object, and so does every result a tool returns.
+            if output.get("type").and_then(Value::as_str) != Some("object") {
+                return Err(invalid("output", "must be a JSON Schema with type = \"object\"".into()));
+            }
+            if let Err(e) = jsonschema::validator_for(output) {
+                return Err(invalid("output", format!("is not a valid JSON Schema: {e}")));
+            }
+        }
+        if self.title.as_ref().is_some_and(|t| t.trim().is_empty() || t.len() > 100) {
+            return Err(invalid("title", "must be 1 to 100 characters".into()));
+        }
         Ok(())
     }
 }
@@ -316,6 +336,12 @@ properties.expression = { type = "string" }
         assert_eq!(field_error(&GOOD.replace("cpu = 0.5", "cpu = -1.0")), "limits.cpu");
         assert_eq!(field_error(&GOOD.replace("type = \"object\"", "type = 12")), "parameters");
         assert_eq!(field_error(&GOOD.replace("base = ", "calc = ")), "dependencies.calc");
+        let with = |extra: &str| format!("{GOOD}\n{extra}\n");
+        assert_eq!(field_error(&with("[output]\ntype = \"array\"")), "output", "a result is an object");
+        assert_eq!(field_error(&with("[output]\ntype = \"object\"\nrequired = 3")), "output");
+        assert_eq!(field_error(&GOOD.replace("version = ", "title = \" \"\nversion = ")), "title");
+        let m = parse(&with("[output]\ntype = \"object\"\nrequired = [\"result\"]")).unwrap();
+        assert_eq!(m.output.unwrap()["required"][0], "result");
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod permissions;
 pub mod policy;
 pub mod registry;
+pub mod schema;
 pub mod secrets;
 pub mod snapshot;
 pub mod units;

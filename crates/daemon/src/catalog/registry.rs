@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::manifest::{MANIFEST_FILE, Manifest, Runtime};
 use crate::catalog::policy::{Effective, PolicySet};
+use crate::catalog::schema::Schemas;
 use crate::catalog::secrets::Secrets;
 use crate::catalog::snapshot::{self, Snapshot};
 
@@ -42,7 +43,7 @@ pub struct LoadedPlugin {
     /// The live folder it was loaded from.
     pub source: PathBuf,
     pub snapshot: Snapshot,
-    pub validator: jsonschema::Validator,
+    pub schemas: Schemas,
 }
 
 impl LoadedPlugin {
@@ -206,9 +207,8 @@ pub fn load_plugin(read_from: &Path, source: &Path, snapshots: &Path) -> Result<
         snapshot::check_elf_complete(&artifact)
             .map_err(|e| e.replace(&dir.display().to_string(), &source.display().to_string()))?;
     }
-    let validator = jsonschema::validator_for(&manifest.parameters)
-        .map_err(|e| format!("{}: field `parameters`: {e}", shown.display()))?;
-    Ok(LoadedPlugin { manifest, source: source.to_path_buf(), snapshot, validator })
+    let schemas = Schemas::compile(&manifest).map_err(|e| format!("{}: {e}", shown.display()))?;
+    Ok(LoadedPlugin { manifest, source: source.to_path_buf(), snapshot, schemas })
 }
 
 impl Registry {

@@ -32,6 +32,10 @@ pub struct Tool {
     /// The plugin's parameter schema, made strict (see [`strict_schema`]).
     #[schema(value_type = Object)]
     pub input_schema: Value,
+    /// The manifest's `[output]`: the shape of a successful result's data, checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub output_schema: Option<Value>,
     pub annotations: Annotations,
 }
 
@@ -57,9 +61,14 @@ pub fn tools(catalog: &Catalog) -> ToolList {
                 let (plugin, eff) = (e.plugin.as_ref()?, e.effective.as_ref()?);
                 Some(Tool {
                     name: e.name.clone(),
-                    title: plugin.manifest.name.replace(['_', '-'], " "),
+                    title: plugin
+                        .manifest
+                        .title
+                        .clone()
+                        .unwrap_or_else(|| plugin.manifest.name.replace(['_', '-'], " ")),
                     description: plugin.manifest.description.clone(),
                     input_schema: strict_schema(&plugin.manifest.parameters),
+                    output_schema: plugin.manifest.output.clone(),
                     annotations: Annotations {
                         read_only_hint: eff.fs_write.is_empty() && eff.workspace.is_none(),
                         open_world_hint: !eff.network.is_empty(),
@@ -202,6 +211,7 @@ mod tests {
                 title: "calculator".into(),
                 description: "Evaluates arithmetic".into(),
                 input_schema: json!({"type": "object", "additionalProperties": false}),
+                output_schema: None,
                 annotations: Annotations { read_only_hint: true, open_world_hint: false, idempotent_hint: false },
             }],
         };

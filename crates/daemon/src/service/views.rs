@@ -295,7 +295,11 @@ pub struct EnabledState {
 /// A plugin's parameter schema, as the API document shows it.
 pub struct PluginParameters {
     pub plugin: String,
+    pub title: Option<String>,
+    pub description: String,
     pub schema: Value,
+    /// The manifest's `[output]`: what `data` holds on success.
+    pub output: Option<Value>,
     /// `{}` is valid: a request may leave `parameters` out.
     pub may_be_omitted: bool,
 }
@@ -308,8 +312,11 @@ pub fn parameter_schemas(catalog: &Catalog) -> Vec<PluginParameters> {
                 let plugin = e.plugin.as_ref()?;
                 Some(PluginParameters {
                     plugin: e.name.clone(),
+                    title: plugin.manifest.title.clone(),
+                    description: plugin.manifest.description.clone(),
                     schema: plugin.manifest.parameters.clone(),
-                    may_be_omitted: plugin.validator.is_valid(&serde_json::json!({})),
+                    output: plugin.manifest.output.clone(),
+                    may_be_omitted: plugin.schemas.accepts_no_parameters(),
                 })
             })
             .collect()

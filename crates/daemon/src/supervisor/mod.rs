@@ -26,6 +26,7 @@ use serde_json::Value;
 
 use crate::audit::AuditLog;
 use crate::catalog::registry::LifecycleEventKind;
+use crate::catalog::schema::SchemaRefusal;
 use crate::catalog::{Catalog, CatalogError, Loaded};
 use crate::config::Config;
 use crate::host::HostSupport;
@@ -84,12 +85,8 @@ impl Supervisor {
                 launcher.audit_denial("policy", name, None, reason);
             }
         })?;
-        if let Some(err) = plugin.validator.iter_errors(&parameters).next() {
-            let path = err.instance_path.to_string();
-            return Err(SupervisorError::InvalidParameters {
-                path: if path.is_empty() { "/".into() } else { path },
-                message: invalid_parameters_message(err),
-            });
+        if let Err(SchemaRefusal { path, message }) = plugin.schemas.check_parameters(&parameters) {
+            return Err(SupervisorError::InvalidParameters { path, message });
         }
         let cache_key = effective.limits.cache_ttl.map(|_| {
             let m = &plugin.manifest;
@@ -128,69 +125,5 @@ impl Supervisor {
             }
         });
         self.launcher.admission().close();
-    }
-}
-
-/// A schema refusal as the caller reads it: the offending value abbreviated (long strings cut,
-/// long arrays and objects shortened), so the message never echoes a large parameter whole.
-fn invalid_parameters_message(err: jsonschema::ValidationError<'_>) -> String {
-    const MAX_MESSAGE: usize = 512;
-    let instance = std::borrow::Cow::Owned(abbreviated(&err.instance, 0));
-    let message = jsonschema::ValidationError { instance, ..err }.to_string();
-    match message.char_indices().nth(MAX_MESSAGE) {
-        Some((cut, _)) => format!("{}...", &message[..cut]),
-        None => message,
-    }
-}
-
-fn abbreviated(value: &Value, depth: usize) -> Value {
-    const MAX_STRING: usize = 64;
-    const MAX_ITEMS: usize = 8;
-    match value {
-        Value::String(s) => match s.char_indices().nth(MAX_STRING) {
-            Some((cut, _)) => Value::String(format!("{}... ({} bytes)", &s[..cut], s.len())),
-            None => value.clone(),
-        },
-        Value::Array(items) if depth < 3 => {
-            let mut kept: Vec<Value> = items.iter().take(MAX_ITEMS).map(|v| abbreviated(v, depth + 1)).collect();
-            if items.len() > MAX_ITEMS {
-                kept.push(Value::String(format!("... ({} items)", items.len())));
-            }
-            Value::Array(kept)
-        }
-        Value::Object(map) if depth < 3 => {
-            let mut kept: serde_json::Map<String, Value> =
-                map.iter().take(MAX_ITEMS).map(|(k, v)| (k.clone(), abbreviated(v, depth + 1))).collect();
-            if map.len() > MAX_ITEMS {
-                kept.insert("...".into(), Value::String(format!("{} members", map.len())));
-            }
-            Value::Object(kept)
-        }
-        Value::Array(_) => Value::String("[...]".into()),
-        Value::Object(_) => Value::String("{...}".into()),
-        _ => value.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_refused_parameter_is_echoed_abbreviated() {
-        let schema =
-            json!({"type": "object", "properties": {"expression": {"type": "number"}, "list": {"maxItems": 2}}});
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        let huge = "a".repeat(500 * 1024);
-        let parameters = json!({"expression": huge});
-        let message = invalid_parameters_message(validator.iter_errors(&parameters).next().unwrap());
-        assert!(message.len() < 200, "{} bytes: {}", message.len(), &message[..200.min(message.len())]);
-        assert!(message.contains(&format!("\"{}... ({} bytes)\"", "a".repeat(64), huge.len())), "{message}");
-        assert!(message.ends_with("is not of type \"number\""), "the reason survives: {message}");
-
-        let parameters = json!({"list": (0..1000).collect::<Vec<_>>()});
-        let message = invalid_parameters_message(validator.iter_errors(&parameters).next().unwrap());
-        assert!(message.contains("(1000 items)") && message.len() < 200, "{message}");
     }
 }

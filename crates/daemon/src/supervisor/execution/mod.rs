@@ -20,9 +20,11 @@ use super::pool::{PoolError, Runner, RunnerPool};
 use super::resources::monitor::Usage;
 use super::resources::{Meter, ResourceError, Sandbox, Totals, Verdict};
 use super::workspace::WorkspaceError;
+use crate::catalog::schema::SchemaRefusal;
 use crate::execution_result::{ExecutionResult, ExecutionStatus};
 use crate::proxy::{EgressProxy, ProxyError};
 use crate::sys;
+use ironclaw_plugin_sdk::Operation;
 use outcome::{Ending, Outcome, classify, read_response, redact_secrets};
 use pipes::{IpcReport, join_or_default, read_ipc, read_pipe};
 pub use plan::ExecutionPlan;
@@ -341,7 +343,22 @@ impl Execution {
             }
             Ending::Responded => {
                 let (status, data, error) = read_response(&stdout, reaped.exit_code);
-                ExecutionResult { data, ..plan.result(status, error) }
+                // A trial load's `validate` answers nothing; an execution's answer is checked.
+                let checked = match (plan.operation, status) {
+                    (Operation::Execute, ExecutionStatus::Success) => {
+                        plan.plugin.schemas.check_output(data.as_ref().unwrap_or(&serde_json::Value::Null))
+                    }
+                    _ => Ok(()),
+                };
+                match checked {
+                    Ok(()) => ExecutionResult { data, ..plan.result(status, error) },
+                    // A result of another shape than declared is the plugin's failure; its data
+                    // never reaches a caller that relies on the declared shape.
+                    Err(SchemaRefusal { path, message }) => plan.result(
+                        ExecutionStatus::Error,
+                        Some(format!("the plugin's result does not match its [output] schema at '{path}': {message}")),
+                    ),
+                }
             }
         };
         result.layers.sandbox = report.layers;
