@@ -489,3 +489,48 @@ absent_from_mcp! {
     mcp_cannot_read_statistics: ["stats", "plugin_stats"], json!({"name": "calculator"});
     mcp_cannot_read_the_system_report: ["system", "doctor"], json!({});
 }
+
+/// The MCP Inspector's CLI (npm `@modelcontextprotocol/inspector`), configured as an assistant
+/// is: `ironclaw mcp` over stdio. Its exit code, and the JSON it printed (on stdout, or its
+/// error on stderr).
+fn inspector(d: &Daemon, method_args: &[&str]) -> Option<(i32, Value)> {
+    let out = std::process::Command::new(common::repo_dir().join("tests/inspector.sh"))
+        .arg("--cli")
+        .arg(env!("CARGO_BIN_EXE_ironclaw"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("mcp")
+        .args(method_args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code().unwrap_or(-1);
+    let printed = if code == 0 { &out.stdout } else { &out.stderr };
+    match serde_json::from_slice(printed) {
+        Ok(json) => Some((code, json)),
+        Err(_) if std::env::var(SKIP_CLIENTS_ENV).as_deref() == Ok("1") => {
+            eprintln!("SKIPPED: the MCP Inspector did not run ({}): {stderr}", out.status);
+            None
+        }
+        Err(e) => panic!("the Inspector printed no JSON ({e}, {}):\n{stderr}", out.status),
+    }
+}
+
+#[tokio::test]
+async fn the_inspector_lists_and_calls_the_tools_over_stdio() {
+    require_root!();
+    let d = daemon().await;
+    let Some((code, listed)) = inspector(&d, &["--method", "tools/list"]) else { return };
+    assert_eq!(code, 0, "{listed}");
+    let names: Vec<&str> = listed["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["calculator", "file_ops", "misbehave_native", "web_search"], "{listed}");
+    let call = |expression: &str| {
+        let arg = format!("expression={expression}");
+        inspector(&d, &["--method", "tools/call", "--tool-name", "calculator", "--tool-arg", &arg]).unwrap()
+    };
+    let (code, called) = call("6*7");
+    assert_eq!((code, &called["structuredContent"]), (0, &json!({"expression": "6*7", "result": 42})), "{called}");
+    // The Inspector tells a tool's isError apart from its own failures: exit 5.
+    let (code, failed) = call("1/0");
+    assert_eq!((code, &failed["error"]["code"]), (5, &json!("tool_is_error")), "{failed}");
+}
