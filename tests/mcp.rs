@@ -10,7 +10,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{Daemon, TCP_EXECUTE_TOKEN};
+use common::upstreams::{SECRETS, duckduckgo, newsapi, openweathermap};
+use common::{Daemon, MockServer, TCP_EXECUTE_TOKEN, TestCa};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
@@ -533,4 +534,72 @@ async fn the_inspector_lists_and_calls_the_tools_over_stdio() {
     // The Inspector tells a tool's isError apart from its own failures: exit 5.
     let (code, failed) = call("1/0");
     assert_eq!((code, &failed["error"]["code"]), (5, &json!("tool_is_error")), "{failed}");
+}
+
+/// The README's set-up: the repo's plugins under the repo's policies, with their keys and an
+/// admin's private CA. The proxy sends each upstream's port 443 to a TLS stand-in on 127.0.0.2
+/// (which each grant lets them reach, the one change to the repo's policies).
+async fn shipped(ca: &TestCa) -> (Daemon, Vec<MockServer>) {
+    let upstreams = vec![
+        MockServer::start_tls("127.0.0.2", ca.server(&["api.duckduckgo.com", "html.duckduckgo.com"]), duckduckgo),
+        MockServer::start_tls("127.0.0.2", ca.server(&["api.openweathermap.org"]), openweathermap),
+        MockServer::start_tls("127.0.0.2", ca.server(&["newsapi.org"]), newsapi),
+    ];
+    let read = |file: &str| std::fs::read_to_string(common::repo_dir().join("policies").join(file)).unwrap();
+    let mut grants = read("plugins.toml");
+    for plugin in ["web_search", "weather", "news"] {
+        let section = format!("[plugins.{plugin}]\n");
+        grants = grants.replace(&section, &format!("{section}private_addresses = [\"127.0.0.2\"]\n"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_pem(&dir.path().join("private-ca.pem"));
+    let d = Daemon::builder()
+        .plugins(&["calculator", "file_ops", "web_search", "weather", "news"])
+        .policy(&format!("{}\n{grants}", read("default.toml")))
+        .secrets(SECRETS)
+        .proxy_host("api.duckduckgo.com:443", &upstreams[0].target())
+        .proxy_host("html.duckduckgo.com:443", &upstreams[0].target())
+        .proxy_host("api.openweathermap.org:443", &upstreams[1].target())
+        .proxy_host("newsapi.org:443", &upstreams[2].target())
+        .config(&format!("ca_certificates = [{ca_file:?}]\n"))
+        .start()
+        .await;
+    // The CA is read at start-up, into the daemon's own bundle.
+    drop(dir);
+    (d, upstreams)
+}
+
+#[tokio::test]
+async fn an_assistant_lists_and_calls_every_shipped_plugin() {
+    require_root!();
+    let Some(python) = python() else { return };
+    let ca = TestCa::new("Ironclaw test CA");
+    let (d, _upstreams) = shipped(&ca).await;
+    let calls = json!([
+        ["calculator", {"expression": "sqrt(16) + 2**3"}],
+        ["file_ops", {"operation": "write", "path": "notes.txt", "content": "from the assistant"}],
+        ["file_ops", {"operation": "read", "path": "notes.txt"}],
+        ["web_search", {"query": "rust"}],
+        ["weather", {"location": "London,GB"}],
+        ["news", {"endpoint": "top_headlines", "country": "us"}],
+    ]);
+    for transport in ["stdio", "unix"] {
+        let said = ClientSetup::new(&d, transport).run(&python, "tour", &calls.to_string()).finish().await;
+        let tools = said[1]["tools"].as_array().unwrap();
+        let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["calculator", "file_ops", "news", "weather", "web_search"], "{transport}: {said:?}");
+        for tool in tools {
+            assert!(tool["outputSchema"]["type"] == "object", "{transport}: every shipped plugin declares its output: {tool}");
+            assert!(tool["description"].as_str().unwrap().len() > 150, "{transport}: say what it does: {tool}");
+        }
+        for (n, call) in said[2..].iter().enumerate() {
+            assert_eq!(call["result"]["isError"], false, "{transport}: call {n}: {call}");
+        }
+        let data = |n: usize| &said[2 + n]["result"]["structured"];
+        assert_eq!(data(0)["result"], 12, "{transport}");
+        assert_eq!(data(2)["content"], "from the assistant", "{transport}");
+        assert_eq!(data(3)["results"][0]["url"], "https://en.wikipedia.org/wiki/Rust_(programming_language)", "{transport}");
+        assert_eq!((&data(4)["location"], &data(4)["temperature"]), (&json!("London,GB"), &json!(11.2)), "{transport}");
+        assert!(!data(5)["articles"].as_array().unwrap().is_empty(), "{transport}: {}", data(5));
+    }
 }

@@ -2,6 +2,8 @@
 //! it needs, and talks to it with the same client as the CLI.
 #![allow(dead_code)]
 
+pub mod upstreams;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
