@@ -90,6 +90,7 @@ lint:
 ## Latency, throughput and memory of the daemon (see README.md for the figures).
 bench: build plugins
 	$(CARGO) bench --bench execute
+	$(CARGO) bench --bench mcp
 	$(CARGO) bench --bench reload
 
 ## Installs the release build: binaries, plugins (manifest, artifact, scripts; no sources),

@@ -589,7 +589,10 @@ async fn an_assistant_lists_and_calls_every_shipped_plugin() {
         let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["calculator", "file_ops", "news", "weather", "web_search"], "{transport}: {said:?}");
         for tool in tools {
-            assert!(tool["outputSchema"]["type"] == "object", "{transport}: every shipped plugin declares its output: {tool}");
+            assert!(
+                tool["outputSchema"]["type"] == "object",
+                "{transport}: every shipped plugin declares its output: {tool}"
+            );
             assert!(tool["description"].as_str().unwrap().len() > 150, "{transport}: say what it does: {tool}");
         }
         for (n, call) in said[2..].iter().enumerate() {
@@ -598,7 +601,11 @@ async fn an_assistant_lists_and_calls_every_shipped_plugin() {
         let data = |n: usize| &said[2 + n]["result"]["structured"];
         assert_eq!(data(0)["result"], 12, "{transport}");
         assert_eq!(data(2)["content"], "from the assistant", "{transport}");
-        assert_eq!(data(3)["results"][0]["url"], "https://en.wikipedia.org/wiki/Rust_(programming_language)", "{transport}");
+        assert_eq!(
+            data(3)["results"][0]["url"],
+            "https://en.wikipedia.org/wiki/Rust_(programming_language)",
+            "{transport}"
+        );
         assert_eq!((&data(4)["location"], &data(4)["temperature"]), (&json!("London,GB"), &json!(11.2)), "{transport}");
         assert!(!data(5)["articles"].as_array().unwrap().is_empty(), "{transport}: {}", data(5));
     }

@@ -88,8 +88,28 @@ impl Client {
         self.send(Method::PUT, path, Some(body.to_string().into_bytes())).await
     }
 
+    /// Posts JSON with extra headers (an MCP request's protocol headers, say).
+    pub async fn post_with_headers(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
+        self.send_with_headers(Method::POST, path, Some(body.to_string().into_bytes()), headers).await
+    }
+
     /// Sends raw bytes as the body (for tests of malformed input).
     pub async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
+        self.send_with_headers(method, path, body, &[]).await
+    }
+
+    async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer, ClientError> {
         let (host, mut sender) = match &self.endpoint {
             Endpoint::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
@@ -109,6 +129,9 @@ impl Client {
         }
         if let Some(token) = &self.token {
             builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
         }
         let request = builder.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(ClientError::Request)?;
         let response = sender.send_request(request).await.map_err(ClientError::Http)?;
