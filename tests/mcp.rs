@@ -610,3 +610,25 @@ async fn an_assistant_lists_and_calls_every_shipped_plugin() {
         assert!(!data(5)["articles"].as_array().unwrap().is_empty(), "{transport}: {}", data(5));
     }
 }
+
+#[tokio::test]
+async fn sessions_are_capped_and_a_closed_one_frees_its_place() {
+    require_root!();
+    let d = Daemon::builder().plugins(&["calculator"]).api("mcp_max_sessions = 2\n").start().await;
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "flood", "version": "1"}}});
+    let accept = [("accept", "application/json, text/event-stream")];
+    let open = async || d.client().post_with_headers("/mcp", &initialize, &accept).await.unwrap();
+    let first = open().await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let id = first.header("mcp-session-id").expect("a session id").to_string();
+    assert_eq!(open().await.status, 200);
+    let refused = open().await;
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    let why = format!("{}", refused.body);
+    assert!(why.contains("2 MCP sessions are open, the most this daemon keeps"), "{why}");
+
+    let closed = d.client().send_with_headers(hyper::Method::DELETE, "/mcp", None, &[("mcp-session-id", &id)]).await;
+    assert!(closed.unwrap().status.is_success());
+    common::wait_until("the closed session's place is free", async || open().await.status == 200).await;
+}

@@ -103,7 +103,7 @@ impl Client {
         self.send_with_headers(method, path, body, &[]).await
     }
 
-    async fn send_with_headers(
+    pub async fn send_with_headers(
         &self,
         method: Method,
         path: &str,
@@ -138,8 +138,12 @@ impl Client {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.map_err(ClientError::Http)?.to_bytes();
+        let json = headers.get("content-type").is_some_and(|t| t.as_bytes().starts_with(b"application/json"));
         let body = if bytes.is_empty() {
             Value::Null
+        } else if !json {
+            // Text, or server-sent events (an MCP session's answers), as a string.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes)
                 .map_err(|_| ClientError::Decode(String::from_utf8_lossy(&bytes).chars().take(200).collect()))?

@@ -120,6 +120,9 @@ pub struct ApiConfig {
     /// Names clients reach the TCP listener by, beyond loopback and its own address, accepted
     /// in `Host` at `/mcp` (which refuses others against DNS rebinding).
     pub mcp_allowed_hosts: Vec<String>,
+    /// Streamable HTTP sessions (clients of MCP 2025-11-25 and before) kept at once; each ends
+    /// when its client deletes it or after five idle minutes.
+    pub mcp_max_sessions: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +195,7 @@ impl Default for ApiConfig {
             insecure_tcp: false,
             mcp_allowed_origins: Vec::new(),
             mcp_allowed_hosts: Vec::new(),
+            mcp_max_sessions: 256,
         }
     }
 }

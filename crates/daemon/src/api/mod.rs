@@ -96,6 +96,7 @@ fn mcp_settings(api: &crate::config::ApiConfig) -> crate::mcp::McpSettings {
         allowed_origins: api.mcp_allowed_origins.clone(),
         allowed_hosts,
         max_message: api.max_body.0 as usize,
+        max_sessions: api.mcp_max_sessions,
     }
 }
 

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod handler;
+mod sessions;
 
 use std::sync::Arc;
 
@@ -19,11 +20,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::TokioIo;
 use rmcp::transport::async_rw::AsyncRwTransport;
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 pub use handler::ToolServer;
+use sessions::BoundedSessions;
 
 use crate::server::ConnectionSlot;
 use crate::service::Service;
@@ -39,6 +40,8 @@ pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
     /// The largest message, as the API's `max_body`.
     pub max_message: usize,
+    /// Sessions of 2025-11-25 clients kept at once.
+    pub max_sessions: usize,
 }
 
 /// `/mcp` and `/mcp/stream`, for the API's router (which puts them behind its role check).
@@ -55,7 +58,7 @@ pub fn routes(service: Service, settings: McpSettings, stopping: CancellationTok
         let (service, stopping) = (service.clone(), stopping.clone());
         move || Ok(ToolServer::new(service.clone(), &stopping))
     };
-    let http = StreamableHttpService::new(factory, Arc::new(LocalSessionManager::default()), config);
+    let http = StreamableHttpService::new(factory, Arc::new(BoundedSessions::new(settings.max_sessions)), config);
     let stream = Arc::new(StreamSettings { service, stopping, max_message: settings.max_message });
     Router::new()
         .route_service("/mcp", http)
