@@ -395,6 +395,52 @@ async fn python_plugins_run_under_the_same_sandbox() {
     assert_eq!((r["status"].as_str(), r["error"].as_str()), (Some("error"), Some("asked to fail")));
 }
 
+/// Set to 1 on a host without PyPI: the test that installs a package from it is skipped.
+const SKIP_PYPI_ENV: &str = "IRONCLAW_TEST_SKIP_PYPI";
+
+/// The ordinary recipe, in the plugin folder: `python3 -m venv venv`, then
+/// `venv/bin/pip install -r requirements.txt` (a real package, from PyPI, at test time).
+fn build_venv(plugin: &std::path::Path) -> bool {
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(program).args(args).current_dir(plugin).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // The system's Python: the one every sandbox has at the same path.
+    let (made, why) = run("/usr/bin/python3", &["-m", "venv", "venv"]);
+    assert!(made, "python3 -m venv failed: {why}");
+    let (installed, why) =
+        run("venv/bin/pip", &["install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt"]);
+    if !installed && std::env::var(SKIP_PYPI_ENV).as_deref() == Ok("1") {
+        eprintln!("SKIPPED: cannot install from PyPI: {why}");
+        return false;
+    }
+    assert!(installed, "pip install failed ({why}); set {SKIP_PYPI_ENV}=1 to skip on a host without PyPI");
+    true
+}
+
+#[tokio::test]
+async fn a_python_plugin_runs_its_own_venv_with_a_package_from_pypi() {
+    require_root!();
+    let dir = tempfile::Builder::new().prefix("ironclaw-test-").tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/test.toml"), common::DEFAULT_POLICY).unwrap();
+    common::install_plugin(&dir.path().join("plugins"), "venv_py");
+    if !build_venv(&dir.path().join("plugins/venv_py")) {
+        return;
+    }
+    let d = Daemon::builder().reuse(dir).start().await;
+    let info = d.get("/api/v1/plugins/venv_py").await.body;
+    assert_eq!(info["state"], "enabled", "{info}");
+    let r = d.exec("venv_py", json!({})).await;
+    assert_eq!(r["status"], "success", "{r}");
+    assert_eq!(r["data"]["six"], "1.17.0", "{r}");
+    // The package comes from the venv in the plugin's (read-only) folder, over the system's Python.
+    let from = r["data"]["from"].as_str().unwrap();
+    assert!(from.starts_with("/run/ironclaw/plugin/venv/lib/python3"), "{r}");
+    assert_eq!(r["data"]["base_prefix"], "/usr", "{r}");
+    assert_eq!(r["layers"]["sandbox"]["landlock"]["status"], "fully_enforced");
+}
+
 #[tokio::test]
 async fn a_blind_fallback_monitor_stops_executions_instead_of_ignoring_limits() {
     require_root!();

@@ -17,6 +17,9 @@ use std::error::Error;
 pub const RUNNER_ARG: &str = "__runner";
 /// Exit status of a runner that failed before any plugin code ran.
 pub const EXIT_SETUP_FAILED: i32 = 125;
+/// The host's system directories, bound read-only into every sandbox at the same paths: a
+/// symbolic link of a plugin folder may lead into them (a venv's `bin/python3`).
+pub const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"];
 /// Where the plugin's workspace appears inside the sandbox, read-write (unless full), noexec.
 pub const WORKSPACE_MOUNT: &str = "/run/ironclaw/workspace";
 /// The sandbox's TLS trust bundle: the host's system bundle (Debian's path), or the bundle the

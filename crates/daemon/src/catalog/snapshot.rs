@@ -61,6 +61,7 @@ fn stamp(meta: &std::fs::Metadata) -> Stamp {
 pub fn take(source: &Path, root: &Path) -> Result<Snapshot, SnapshotError> {
     let canonical = source.canonicalize().map_err(|e| SnapshotError::Copy(source.to_path_buf(), e))?;
     let mut files: BTreeMap<PathBuf, (PathBuf, Stamp)> = BTreeMap::new();
+    let mut system_links: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     let mut dirs = vec![PathBuf::new()];
     let mut total = 0u64;
     let mut pending = vec![PathBuf::new()];
@@ -78,6 +79,12 @@ pub fn take(source: &Path, root: &Path) -> Result<Snapshot, SnapshotError> {
             let link = entry.file_type().map_err(|e| SnapshotError::Copy(path.clone(), e))?.is_symlink();
             if link {
                 let target = path.canonicalize().map_err(|e| SnapshotError::Copy(path.clone(), e))?;
+                if is_system(&target) {
+                    // Into the system directories every sandbox has at the same paths (a
+                    // venv's interpreter): kept as a link, which grants nothing new.
+                    system_links.insert(rel, target);
+                    continue;
+                }
                 if !target.starts_with(&canonical) {
                     return Err(SnapshotError::LinkOut(path));
                 }
@@ -130,8 +137,20 @@ pub fn take(source: &Path, root: &Path) -> Result<Snapshot, SnapshotError> {
         hasher.update((bytes.len() as u64).to_le_bytes());
         hasher.update(&bytes);
     }
+    for (rel, target) in &system_links {
+        let link = snapshot.dir.join(rel);
+        std::os::unix::fs::symlink(target, &link).map_err(|e| SnapshotError::Copy(link, e))?;
+        hasher.update(rel.as_os_str().as_encoded_bytes());
+        hasher.update(b"\0->");
+        hasher.update(target.as_os_str().as_encoded_bytes());
+    }
     snapshot.digest = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok(snapshot)
+}
+
+/// Whether a link's resolved target lies in the host's system directories.
+fn is_system(target: &Path) -> bool {
+    ironclaw_protocol::SYSTEM_DIRS.iter().any(|dir| target.starts_with(dir))
 }
 
 /// Refuses an ELF file that ends before what its headers describe: the section header table (at
@@ -215,6 +234,20 @@ mod tests {
         drop(one);
         assert!(!dir.exists(), "the copy goes with its last holder");
 
+        // A venv's interpreter: a link into the system directories stays a link.
+        std::fs::create_dir(source.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/env", source.path().join("bin/interpreter")).unwrap();
+        let venv = take(source.path(), root.path()).unwrap();
+        let kept = std::fs::read_link(venv.dir.join("bin/interpreter")).unwrap();
+        assert_eq!(kept, Path::new("/usr/bin/env").canonicalize().unwrap());
+        std::fs::remove_file(source.path().join("bin/interpreter")).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/true", source.path().join("bin/interpreter")).unwrap();
+        assert_ne!(take(source.path(), root.path()).unwrap().digest, venv.digest, "a link's target is hashed");
+
+        // Judged by where a link resolves to, not by how its text begins.
+        std::os::unix::fs::symlink("/usr/../etc/passwd", source.path().join("dotted")).unwrap();
+        assert!(matches!(take(source.path(), root.path()), Err(SnapshotError::LinkOut(_))));
+        std::fs::remove_file(source.path().join("dotted")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", source.path().join("escape")).unwrap();
         assert!(matches!(take(source.path(), root.path()), Err(SnapshotError::LinkOut(_))));
     }

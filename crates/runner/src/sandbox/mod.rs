@@ -17,7 +17,7 @@ pub mod verify;
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use nix::fcntl::{OFlag, open, openat};
 use nix::sys::signal::Signal;
@@ -243,7 +243,23 @@ fn open_entry(plugin_dir: &OwnedFd, runtime: &RuntimeSpec) -> Result<Option<Owne
         }
         RuntimeSpec::Exec { .. } => return Ok(None),
     };
-    let fd = openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty())
-        .map_err(|err| SandboxError::Open { path: path.display().to_string(), err })?;
+    let failed = |err| SandboxError::Open { path: path.display().to_string(), err };
+    let fd = match openat(plugin_dir, path, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+        Err(nix::Error::ELOOP) => open_system_link(plugin_dir, path, flags).map_err(failed)?,
+        opened => opened.map_err(failed)?,
+    };
     Ok(Some(fd))
+}
+
+/// An entry that is a link the daemon kept because it leads into the system directories (a
+/// venv's `bin/python3`): the snapshot holds it as the resolved absolute path, which this
+/// checks again before opening it in the sandbox's own root, where the same directories are.
+fn open_system_link(plugin_dir: &OwnedFd, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let target = PathBuf::from(nix::fcntl::readlinkat(plugin_dir, path)?);
+    let plain = target.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let system = ironclaw_protocol::SYSTEM_DIRS.iter().any(|dir| target.starts_with(dir));
+    if !(target.is_absolute() && plain && system) {
+        return Err(nix::Error::ELOOP);
+    }
+    open(&target, flags | OFlag::O_NOFOLLOW, Mode::empty())
 }

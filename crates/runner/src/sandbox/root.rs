@@ -21,7 +21,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
 
-use ironclaw_protocol::{CA_BUNDLE, WORKSPACE_MOUNT};
+use ironclaw_protocol::{CA_BUNDLE, SYSTEM_DIRS, WORKSPACE_MOUNT};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootError {
@@ -54,8 +54,6 @@ const NEW_ROOT: &str = "/newroot";
 /// does, since the host's copy of it stays reachable under [`OLD_ROOT`].
 const STAGING: &str = "/tmp";
 
-/// System directories bound read-only, or recreated as the same symlink (merged `/usr`).
-const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin"];
 /// Host files of `/etc` a runtime reads, copied into the new root: the loader's cache, OpenSSL's
 /// configuration. (A copy costs less than a bind mount, and is the host's as of the runner's
 /// start.)
