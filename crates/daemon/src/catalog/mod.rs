@@ -67,10 +67,12 @@ impl State {
     }
 }
 
-/// The write lock, which announces the write when it is released.
+/// The write lock, which announces the write when it is released (unless `announce` was
+/// cleared: an execution's history is no change anybody watches).
 struct Written<'a> {
     guard: Option<RwLockWriteGuard<'a, State>>,
     writes: &'a watch::Sender<u64>,
+    announce: bool,
 }
 
 impl Deref for Written<'_> {
@@ -90,7 +92,9 @@ impl Drop for Written<'_> {
     fn drop(&mut self) {
         // Released first, so whoever is woken reads the state as written.
         drop(self.guard.take());
-        self.writes.send_modify(|n| *n = n.wrapping_add(1));
+        if self.announce {
+            self.writes.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }
 
@@ -139,11 +143,15 @@ impl Catalog {
     }
 
     fn write(&self) -> Written<'_> {
-        Written { guard: Some(self.state.write().unwrap_or_else(|p| p.into_inner())), writes: &self.writes }
+        Written {
+            guard: Some(self.state.write().unwrap_or_else(|p| p.into_inner())),
+            writes: &self.writes,
+            announce: true,
+        }
     }
 
     /// Moves after every write to the catalog (a reload, an enable or disable, a policy or
-    /// secrets change, a rollback), once the write is visible.
+    /// secrets change, a rollback), once the write is visible; not after an execution's history.
     pub fn writes(&self) -> watch::Receiver<u64> {
         self.writes.subscribe()
     }
@@ -276,6 +284,8 @@ impl Catalog {
                 | ExecutionStatus::OutputLimit
         );
         let mut state = self.write();
+        // After every execution: only a rollback below is a change to announce.
+        state.announce = false;
         if failed && let Some(entry) = state.registry.plugins.get_mut(&result.plugin) {
             let detail =
                 format!("{} ({}): {}", result.status.as_str(), result.id, result.error.as_deref().unwrap_or(""));
@@ -304,6 +314,7 @@ impl Catalog {
             previous.manifest.version,
             previous.short_digest()
         );
+        state.announce = true;
         state.registry.install(previous);
         state.resolve(&self.api_version);
         if let Some(entry) = state.registry.plugins.get_mut(&result.plugin) {
@@ -311,5 +322,30 @@ impl Catalog {
             entry.reload_error = Some(detail.clone());
         }
         tracing::error!(plugin = %result.plugin, %detail, "rolled back");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_are_announced_but_an_executions_history_is_not() {
+        let state_dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(state_dir.path()).unwrap();
+        let catalog = Catalog::new(Loaded { policy: PolicySet::default(), secrets: Secrets::default(), registry });
+        let mut writes = catalog.writes();
+        catalog.set_secrets(Secrets::default());
+        assert!(writes.has_changed().unwrap(), "a secrets reload is announced");
+        writes.mark_unchanged();
+
+        let failed: ExecutionResult = serde_json::from_value(serde_json::json!({
+            "id": "e1", "plugin": "calculator", "plugin_version": "1.0.0", "status": "error", "data": null,
+            "error": "boom", "duration_ms": 1, "cpu_time_ms": 1, "peak_memory_bytes": 1, "signal": null,
+            "layers": {"resources": "fallback", "sandbox": null}, "log": "", "started_at": 0
+        }))
+        .unwrap();
+        catalog.after_execution(&failed);
+        assert!(!writes.has_changed().unwrap(), "an execution's history wakes nobody");
     }
 }
